@@ -1,0 +1,481 @@
+//! Running a pipeline: input files split into tasks, stages split into segments at `sql` stages, every
+//! task written as parts under temporary names and recorded by a marker once renamed into place.
+//!
+//! A rerun of a finished run does nothing; a rerun after a kill skips the tasks whose markers exist and
+//! redoes the rest, whose temporaries it removes first, so no row is written twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use datafusion::common::JoinType;
+use datafusion::functions::expr_fn::octet_length;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, col, lit};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::plan;
+use super::sink::{RejectRows, SegmentSink, SinkStage};
+use super::spec::PipelineSpec;
+use super::stage::{Stage, StageKind, parse_stages};
+use crate::catalog::Catalog;
+use crate::context::Engine;
+use crate::io::files::{expand, infer_format};
+use crate::io::malformed::RejectBuffer;
+use crate::io::writer::OutFormat;
+use crate::io::{CorpusTable, Format, ReadStats, SourceSpec};
+use datafusion::datasource::TableProvider;
+use crate::progress::Progress;
+use crate::report::{PartInfo, Report, StageReport};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Overrides the pipeline's `output.path`.
+    pub output: Option<PathBuf>,
+    /// Replace whatever the output directory holds.
+    pub fresh: bool,
+    /// The catalog for `input: {dataset: …}` (default: `datasets.yaml`).
+    pub catalog: Option<PathBuf>,
+    /// Input bytes (on disk) per task: the unit of restart and of output parts.
+    pub task_bytes: u64,
+    /// Input files per task at most.
+    pub task_files: usize,
+    /// Print the closing table.
+    pub print_summary: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { output: None, fresh: false, catalog: None, task_bytes: 256 << 20, task_files: 1000, print_summary: true }
+    }
+}
+
+/// What a finished task recorded: its stage counts and the parts it renamed into place.
+#[derive(Debug, Serialize, Deserialize)]
+struct TaskMarker {
+    stages: Vec<StageReport>,
+    data: Option<PartInfo>,
+    rejects: Option<PartInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RunIdentity {
+    pipeline: String,
+    fingerprint: String,
+}
+
+/// A run of row stages: segment 0 starts at the input, later ones at an `sql` stage.
+struct Segment {
+    sql: Option<usize>,
+    rows: Vec<usize>,
+}
+
+pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -> Result<Report> {
+    let started = Instant::now();
+    let spec = PipelineSpec::load(pipeline)?;
+    let base = pipeline.parent().unwrap_or(Path::new("."));
+    let stages = parse_stages(&spec.stages, base).with_context(|| format!("pipeline {}", pipeline.display()))?;
+    for s in &stages {
+        if let Some((kind, path)) = &s.lexicon_file {
+            engine.load_lexicon(*kind, path)?;
+        }
+    }
+    let sources = resolve_input(&spec, opts)?;
+    let (out_dir, out_format) = match (&opts.output, &spec.output) {
+        (Some(p), o) => (p.clone(), o.as_ref().map(|o| o.format).unwrap_or_default()),
+        (None, Some(o)) => (PathBuf::from(&o.path), o.format),
+        (None, None) => bail!("{}: no `output:` in the pipeline and no --output", pipeline.display()),
+    };
+    if let Some(done) = prepare_dir(&out_dir, &spec, &sources, out_format, opts.fresh)? {
+        tracing::info!("{} is already complete: nothing to do", out_dir.display());
+        if opts.print_summary {
+            println!("{}\n(already complete: {})", done.table(), out_dir.join("report.json").display());
+        }
+        return Ok(done);
+    }
+
+    let mut segments = vec![Segment { sql: None, rows: vec![] }];
+    for (i, s) in stages.iter().enumerate() {
+        match s.kind {
+            StageKind::Sql(_) => segments.push(Segment { sql: Some(i), rows: vec![] }),
+            _ => segments.last_mut().expect("one segment").rows.push(i),
+        }
+    }
+    let schema = union_schema(&sources)?;
+    let progress = Arc::new(Progress::default());
+    let ticker = progress.spawn(&spec.name);
+    let result = run_segments(engine, &stages, &segments, &sources, schema, &out_dir, out_format, spec.keep_rejected_text, opts, &progress).await;
+    progress.stop();
+    let _ = ticker.join();
+    let markers = result?;
+
+    let mut report = Report {
+        pipeline: spec.name.clone(),
+        input: describe_input(&spec),
+        output: out_dir.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let mut by_name: BTreeMap<String, StageReport> = BTreeMap::new();
+    for (final_seg, m) in &markers {
+        for s in &m.stages {
+            by_name.entry(s.name.clone()).or_insert_with(|| StageReport::new(&s.name)).merge(s);
+        }
+        if let Some(p) = &m.data {
+            if *final_seg {
+                report.parts.push(p.clone());
+            }
+        }
+        if let Some(p) = &m.rejects {
+            report.rejects.push(p.clone());
+        }
+    }
+    let order = std::iter::once("read".to_string()).chain(stages.iter().map(|s| s.label.clone()));
+    report.stages = order.map(|n| by_name.remove(&n).unwrap_or_else(|| StageReport::new(&n))).collect();
+    report.rows_read = report.stages[0].rows_in;
+    report.rows_written = report.parts.iter().map(|p| p.rows).sum();
+    report.rows_rejected = report.stages.iter().map(|s| s.rows_rejected).sum();
+    report.seconds = started.elapsed().as_secs_f64();
+    for p in report.parts.iter_mut().chain(report.rejects.iter_mut()) {
+        p.path = Path::new(&p.path).strip_prefix(&out_dir).map(|r| r.to_string_lossy().into_owned()).unwrap_or(p.path.clone());
+    }
+    if let Err(e) = report.check() {
+        bail!("the counts of this run do not add up ({e}); this is a bug, please report it");
+    }
+    report.write(&out_dir.join("report.json"))?;
+    let _ = std::fs::remove_dir_all(out_dir.join("_stages"));
+    if opts.print_summary {
+        println!("{}", report.table());
+        println!("output: {}", out_dir.display());
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_segments(
+    engine: &Engine,
+    stages: &[Stage],
+    segments: &[Segment],
+    sources: &[SourceSpec],
+    schema: arrow::datatypes::SchemaRef,
+    out_dir: &Path,
+    out_format: OutFormat,
+    keep_text: bool,
+    opts: &RunOptions,
+    progress: &Arc<Progress>,
+) -> Result<Vec<(bool, TaskMarker)>> {
+    let mut markers = Vec::new();
+    let last = segments.len() - 1;
+    for (j, seg) in segments.iter().enumerate() {
+        let final_seg = j == last;
+        let (data_dir, format) = if final_seg { (out_dir.join("data"), out_format) } else { (out_dir.join("_stages").join(j.to_string()), OutFormat::Parquet) };
+        let row_stages: Vec<(usize, &Stage)> = seg.rows.iter().map(|&i| (i, &stages[i])).collect();
+        match seg.sql {
+            None => {
+                let all_tasks = sources.iter().flat_map(|s| tasks(&s.files, opts.task_bytes, opts.task_files).into_iter().map(move |f| (s, f)));
+                for (t, (source, files)) in all_tasks.enumerate() {
+                    let marker_path = out_dir.join("_tasks").join(format!("{j}-{t:05}.json"));
+                    if let Some(m) = read_marker(&marker_path)? {
+                        markers.push((final_seg, m));
+                        continue;
+                    }
+                    tracing::info!("segment {j} task {t}: {} file(s)", files.len());
+                    let stats = Arc::new(ReadStats::default());
+                    let buffer = Arc::new(RejectBuffer::default());
+                    let disk_bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+                    let task_source = SourceSpec { files, ..source.clone() };
+                    let table = CorpusTable::with_schema(task_source, Arc::clone(&schema), buffer.clone(), Arc::clone(&stats));
+                    progress.track(&stats);
+                    let df = engine.ctx.read_table(Arc::new(table))?;
+                    let name = format!("part-{j}-{t:05}");
+                    let mut sink = SegmentSink::new(
+                        sink_stages(&row_stages),
+                        &data_dir.join(format!("{name}.{}", format.extension())),
+                        &out_dir.join("rejects").join(format!("{name}.parquet")),
+                        format,
+                        keep_text,
+                        !final_seg,
+                    );
+                    let timers = stream_segment(engine, df, &row_stages, &mut sink).await?;
+                    // The read stage: what the readers saw, and the malformed rows they set aside.
+                    let malformed = buffer.take();
+                    let mut read = StageReport::new("read");
+                    read.rows_in = ReadStats::get(&stats.rows);
+                    read.rows_out = ReadStats::get(&stats.rows_ok);
+                    read.bytes_in = disk_bytes; // the files as stored (compressed)
+                    read.bytes_out = ReadStats::get(&stats.text_bytes);
+                    read.seconds = ReadStats::get(&stats.nanos) as f64 / 1e9;
+                    for m in &malformed {
+                        read.reject(&m.reason, 1);
+                    }
+                    sink.write_rejects(RejectRows::from_malformed(malformed))?;
+                    let marker = finish_task(sink, timers, Some(read), None, &marker_path)?;
+                    progress.finish_task();
+                    markers.push((final_seg, marker));
+                }
+            }
+            Some(sql_idx) => {
+                let marker_path = out_dir.join("_tasks").join(format!("{j}-00000.json"));
+                if let Some(m) = read_marker(&marker_path)? {
+                    markers.push((final_seg, m));
+                    continue;
+                }
+                let StageKind::Sql(query) = &stages[sql_idx].kind else { unreachable!("sql segment") };
+                let label = &stages[sql_idx].label;
+                let prev = out_dir.join("_stages").join((j - 1).to_string());
+                let _ = engine.ctx.deregister_table("input");
+                engine.ctx.register_parquet("input", prev.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+                let input = engine.ctx.table("input").await?;
+                let (rows_in, bytes_in) = count_rows_bytes(input.clone()).await?;
+                let out = engine.ctx.sql(query).await.with_context(|| format!("{label}: {query}"))?;
+                for c in ["id", "text", "dataset"] {
+                    if out.schema().field_with_unqualified_name(c).is_err() {
+                        bail!("{label}: the query must keep the `{c}` column (it returns {})", out.schema().field_names().join(", "));
+                    }
+                }
+                let name = format!("part-{j}-00000");
+                let mut sink = SegmentSink::new(
+                    sink_stages(&row_stages),
+                    &data_dir.join(format!("{name}.{}", format.extension())),
+                    &out_dir.join("rejects").join(format!("{name}.parquet")),
+                    format,
+                    keep_text,
+                    !final_seg,
+                );
+                // Rows of `input` that the query did not return are its rejects.
+                let kept = out.clone().select(vec![col("id").alias("__os_kept_id")])?;
+                let dropped = input.join(kept, JoinType::LeftAnti, &["id"], &["__os_kept_id"], None)?;
+                let mut dropped = dropped.select(vec![col("id"), col("dataset")])?.execute_stream().await?;
+                let mut sql_report = StageReport::new(label);
+                sql_report.rows_in = rows_in;
+                sql_report.bytes_in = bytes_in;
+                while let Some(b) = dropped.next().await {
+                    let b = b?;
+                    let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+                    let ds = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
+                    let (ids, ds) = (arrow::array::AsArray::as_string::<i32>(&ids), arrow::array::AsArray::as_string::<i32>(&ds));
+                    let mut rows = RejectRows::with_capacity(b.num_rows());
+                    for i in 0..b.num_rows() {
+                        rows.id.push(ids.value(i).to_string());
+                        rows.dataset.push(ds.value(i).to_string());
+                        rows.stage.push(label.clone());
+                        rows.reason.push(format!("{label}: not selected"));
+                        rows.value.push(None);
+                        rows.file.push(None);
+                        rows.line.push(None);
+                        rows.detail.push(None);
+                        rows.text.push(None);
+                    }
+                    sql_report.reject(&format!("{label}: not selected"), b.num_rows() as u64);
+                    sink.write_rejects(rows)?;
+                }
+                let timers = stream_segment(engine, out, &row_stages, &mut sink).await?;
+                sql_report.rows_out = sink.rows_entered;
+                sql_report.bytes_out = sink.bytes_entered;
+                if sql_report.rows_in != sql_report.rows_out + sql_report.rows_rejected {
+                    bail!(
+                        "{label}: a sql stage may drop rows and change columns, but not duplicate or re-key rows \
+                         ({} in, {} out, {} ids not returned); keep `id` unique",
+                        sql_report.rows_in,
+                        sql_report.rows_out,
+                        sql_report.rows_rejected
+                    );
+                }
+                let marker = finish_task(sink, timers, None, Some(sql_report), &marker_path)?;
+                markers.push((final_seg, marker));
+                let _ = engine.ctx.deregister_table("input");
+            }
+        }
+    }
+    Ok(markers)
+}
+
+fn sink_stages(row_stages: &[(usize, &Stage)]) -> Vec<SinkStage> {
+    row_stages.iter().map(|(i, s)| SinkStage { idx: *i, label: s.label.clone(), rewrites: matches!(s.kind, StageKind::Map(_)) }).collect()
+}
+
+/// Plans the row stages over `df` and streams the result into the sink; returns the stage timers.
+async fn stream_segment(engine: &Engine, df: DataFrame, row_stages: &[(usize, &Stage)], sink: &mut SegmentSink) -> Result<Vec<Arc<AtomicU64>>> {
+    let timers: Vec<Arc<AtomicU64>> = row_stages.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let df = plan::apply(&engine.ctx, plan::start(df)?, row_stages, &timers)?;
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| anyhow::anyhow!("{e}"))?;
+        sink.push(&batch)?;
+    }
+    Ok(timers)
+}
+
+fn finish_task(
+    sink: SegmentSink,
+    timers: Vec<Arc<AtomicU64>>,
+    read: Option<StageReport>,
+    sql: Option<StageReport>,
+    marker_path: &Path,
+) -> Result<TaskMarker> {
+    let (mut reports, data, rejects) = sink.finish()?;
+    for (r, t) in reports.iter_mut().zip(&timers) {
+        r.seconds = t.load(Ordering::Relaxed) as f64 / 1e9;
+    }
+    let stages = read.into_iter().chain(sql).chain(reports).collect();
+    let marker = TaskMarker { stages, data, rejects };
+    std::fs::create_dir_all(marker_path.parent().expect("marker dir"))?;
+    let tmp = crate::io::writer::temp_name(marker_path);
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&marker)?)?;
+    std::fs::rename(&tmp, marker_path)?;
+    Ok(marker)
+}
+
+fn read_marker(path: &Path) -> Result<Option<TaskMarker>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let m: TaskMarker = serde_json::from_slice(&std::fs::read(path)?).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(m))
+}
+
+async fn count_rows_bytes(df: DataFrame) -> Result<(u64, u64)> {
+    let agg = df.aggregate(vec![], vec![count(lit(1)).alias("n"), sum(octet_length(col("text"))).alias("b")])?;
+    let batches = agg.collect().await?;
+    let b = &batches[0];
+    let n = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::UInt64)?;
+    let s = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::UInt64)?;
+    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&n);
+    let s = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&s);
+    Ok((n.value(0), if s.is_null(0) { 0 } else { s.value(0) }))
+}
+
+/// Groups files into tasks of about `bytes` on disk and at most `max_files` files, in name order.
+fn tasks(files: &[PathBuf], bytes: u64, max_files: usize) -> Vec<Vec<PathBuf>> {
+    let mut out: Vec<Vec<PathBuf>> = vec![];
+    let mut size = 0;
+    for f in files {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if out.is_empty() || size >= bytes || out.last().expect("non-empty").len() >= max_files {
+            out.push(vec![]);
+            size = 0;
+        }
+        out.last_mut().expect("non-empty").push(f.clone());
+        size += len;
+    }
+    out
+}
+
+/// The sources of the input: one per dataset, or one per file format of a `path` (a directory may mix
+/// Parquet and JSONL files).
+fn resolve_input(spec: &PipelineSpec, opts: &RunOptions) -> Result<Vec<SourceSpec>> {
+    let input = &spec.input;
+    let names: Vec<&String> = input.dataset.iter().chain(&input.datasets).collect();
+    if !names.is_empty() {
+        let catalog = Catalog::load(&opts.catalog.clone().unwrap_or_else(Catalog::default_path))?;
+        return names.into_iter().map(|n| catalog.source(n, spec.on_error, spec.keep_rejected_text)).collect();
+    }
+    let path = input.path.as_ref().expect("checked at load");
+    let files = expand(path, input.format)?;
+    if files.is_empty() {
+        bail!("input {path} matches no files");
+    }
+    let mut by_format: BTreeMap<String, (Format, Vec<PathBuf>)> = BTreeMap::new();
+    for f in files {
+        let format = match input.format {
+            Some(fmt) => fmt,
+            None => infer_format(std::slice::from_ref(&f))?,
+        };
+        by_format.entry(format!("{format:?}")).or_insert_with(|| (format, vec![])).1.push(f);
+    }
+    Ok(by_format
+        .into_values()
+        .map(|(format, files)| SourceSpec {
+            dataset: input.name.clone().unwrap_or_else(|| spec.name.clone()),
+            files,
+            format,
+            text_column: input.text.clone().unwrap_or_else(|| "text".into()),
+            id_column: input.id.clone(),
+            on_error: spec.on_error,
+            keep_rejected_text: spec.keep_rejected_text,
+        })
+        .collect())
+}
+
+/// The union of the sources' schemas: the document columns, then every other column once, typed as
+/// where it was first seen (readers cast or null-fill to it).
+fn union_schema(sources: &[SourceSpec]) -> Result<arrow::datatypes::SchemaRef> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = Vec::new();
+    for s in sources {
+        let schema = CorpusTable::try_new(s.clone(), Arc::new(RejectBuffer::default()), Arc::new(ReadStats::default()))?.schema();
+        for f in schema.fields() {
+            if !fields.iter().any(|g| g.name() == f.name()) {
+                fields.push(Arc::clone(f));
+            }
+        }
+    }
+    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+fn describe_input(spec: &PipelineSpec) -> String {
+    match (&spec.input.dataset, &spec.input.path) {
+        (Some(d), _) => format!("dataset:{d}"),
+        (_, Some(p)) => p.clone(),
+        _ => format!("datasets:{}", spec.input.datasets.join(",")),
+    }
+}
+
+/// Makes the output directory ready. Returns the finished report when this exact run is complete.
+fn prepare_dir(out: &Path, spec: &PipelineSpec, sources: &[SourceSpec], format: OutFormat, fresh: bool) -> Result<Option<Report>> {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(spec)?);
+    h.update(serde_json::to_vec(&format)?);
+    for f in sources.iter().flat_map(|s| &s.files) {
+        h.update(f.to_string_lossy().as_bytes());
+        h.update(f.metadata().map(|m| m.len()).unwrap_or(0).to_le_bytes());
+    }
+    let fingerprint = hex::encode(h.finalize());
+    let identity_path = out.join("_run.json");
+    if fresh && out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    if identity_path.exists() {
+        let id: RunIdentity = serde_json::from_slice(&std::fs::read(&identity_path)?)?;
+        if id.fingerprint != fingerprint {
+            bail!(
+                "{} holds a run of another pipeline or input ({}); use --fresh to replace it or choose another --output",
+                out.display(),
+                id.pipeline
+            );
+        }
+        let report = out.join("report.json");
+        if report.exists() {
+            return Ok(Some(Report::read(&report)?));
+        }
+    } else if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("{} exists and is not an openseek run directory; use --fresh to replace it", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let tmp = crate::io::writer::temp_name(&identity_path);
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&RunIdentity { pipeline: spec.name.clone(), fingerprint })?)?;
+    std::fs::rename(&tmp, &identity_path)?;
+    // Temporaries of a killed run: their tasks have no marker and run again.
+    for dir in ["data", "rejects", "_tasks", "_stages"] {
+        remove_temporaries(&out.join(dir))?;
+    }
+    Ok(None)
+}
+
+fn remove_temporaries(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            remove_temporaries(&p)?;
+        } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp")) {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}

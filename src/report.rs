@@ -1,0 +1,134 @@
+//! `report.json` and the closing table: per stage rows and bytes in, out and rejected, time, and rejects
+//! by reason, so that every input row is accounted for.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub name: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_rejected: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Time spent in the stage's own work (its function, or reading), summed over threads.
+    pub seconds: f64,
+    pub rejects_by_reason: BTreeMap<String, u64>,
+}
+
+impl StageReport {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_string(), ..Default::default() }
+    }
+
+    pub fn merge(&mut self, other: &StageReport) {
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.rows_rejected += other.rows_rejected;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.seconds += other.seconds;
+        for (r, n) in &other.rejects_by_reason {
+            *self.rejects_by_reason.entry(r.clone()).or_default() += n;
+        }
+    }
+
+    pub fn reject(&mut self, reason: &str, n: u64) {
+        self.rows_rejected += n;
+        *self.rejects_by_reason.entry(reason.to_string()).or_default() += n;
+    }
+}
+
+/// A part the run wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub path: String,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub pipeline: String,
+    pub input: String,
+    pub output: String,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+    /// Wall time of the run, from start to the last rename.
+    pub seconds: f64,
+    pub stages: Vec<StageReport>,
+    /// The manifest: every output and rejects part with its row count.
+    pub parts: Vec<PartInfo>,
+    pub rejects: Vec<PartInfo>,
+}
+
+impl Report {
+    /// Checks the accounting: every stage's rows in = out + rejected, each stage takes what the previous
+    /// gave, and rows read = written + rejected.
+    pub fn check(&self) -> Result<(), String> {
+        for s in &self.stages {
+            if s.rows_in != s.rows_out + s.rows_rejected {
+                return Err(format!("stage {}: {} in != {} out + {} rejected", s.name, s.rows_in, s.rows_out, s.rows_rejected));
+            }
+            let by_reason: u64 = s.rejects_by_reason.values().sum();
+            if by_reason != s.rows_rejected {
+                return Err(format!("stage {}: rejects by reason sum to {by_reason}, not {}", s.name, s.rows_rejected));
+            }
+        }
+        for w in self.stages.windows(2) {
+            if w[0].rows_out != w[1].rows_in {
+                return Err(format!("stage {} gave {} rows but {} took {}", w[0].name, w[0].rows_out, w[1].name, w[1].rows_in));
+            }
+        }
+        if self.rows_read != self.rows_written + self.rows_rejected {
+            return Err(format!("{} read != {} written + {} rejected", self.rows_read, self.rows_written, self.rows_rejected));
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = crate::io::writer::temp_name(path);
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+    }
+
+    /// The closing summary table.
+    pub fn table(&self) -> String {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_header(vec!["stage", "rows in", "rows out", "rejected", "MB in", "MB out", "seconds", "top reject reasons"]);
+        for s in &self.stages {
+            let mut reasons: Vec<(&String, &u64)> = s.rejects_by_reason.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1));
+            let top = reasons.iter().take(3).map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join("; ");
+            t.add_row(vec![
+                Cell::new(&s.name),
+                num(s.rows_in),
+                num(s.rows_out),
+                num(s.rows_rejected),
+                Cell::new(format!("{:.1}", s.bytes_in as f64 / 1e6)).set_alignment(CellAlignment::Right),
+                Cell::new(format!("{:.1}", s.bytes_out as f64 / 1e6)).set_alignment(CellAlignment::Right),
+                Cell::new(format!("{:.2}", s.seconds)).set_alignment(CellAlignment::Right),
+                Cell::new(top),
+            ]);
+        }
+        format!(
+            "{t}\n{} rows read, {} written, {} rejected in {:.1} s",
+            self.rows_read, self.rows_written, self.rows_rejected, self.seconds
+        )
+    }
+}
+
+fn num(n: u64) -> Cell {
+    Cell::new(n).set_alignment(CellAlignment::Right)
+}

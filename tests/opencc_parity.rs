@@ -1,0 +1,65 @@
+//! `chinese_convert` t2s gives exactly what the OpenCC C++ command line gives, on every Traditional
+//! document of the shared corpus. `.ci/run` installs Debian's `opencc`; elsewhere the test says it
+//! skipped when the command is missing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use futures::StreamExt;
+use openseek::context::Engine;
+use openseek::io::malformed::RejectBuffer;
+use openseek::io::{CorpusTable, Format, OnError, ReadStats, SourceSpec};
+
+const BOUNDARY: &str = "\u{2063}OPENSEEK-DOCUMENT-BOUNDARY\u{2063}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t2s_equals_the_opencc_cli_on_every_traditional_document() {
+    let Some(corpus) = corpus("t2s_equals_the_opencc_cli") else { return };
+    if std::process::Command::new("opencc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED t2s_equals_the_opencc_cli: no `opencc` command (apt-get install opencc)");
+        assert!(std::env::var_os("CI").is_none(), "CI installs opencc (scripts/test): it must be there");
+        return;
+    }
+    let engine = Engine::new(Some(2));
+    let mut files: Vec<_> = std::fs::read_dir(corpus.join("zh")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let spec = SourceSpec {
+        dataset: "zh".into(),
+        files,
+        format: Format::Jsonl,
+        text_column: "text".into(),
+        id_column: Some("id".into()),
+        on_error: OnError::Fail,
+        keep_rejected_text: false,
+    };
+    let table = CorpusTable::try_new(spec, Arc::new(RejectBuffer::default()), Arc::new(ReadStats::default())).unwrap();
+    engine.ctx.register_table("zh", Arc::new(table)).unwrap();
+    let df = engine.ctx.sql("SELECT id, text, chinese_convert(text, 't2s') AS ours FROM zh WHERE script = 'Hant' ORDER BY id").await.unwrap();
+    let mut stream = df.execute_stream().await.unwrap();
+    let (mut ids, mut texts, mut ours) = (vec![], vec![], vec![]);
+    while let Some(b) = stream.next().await {
+        let b = b.unwrap();
+        let bs = [b];
+        ids.extend(strings(&bs, "id").into_iter().map(Option::unwrap));
+        texts.extend(strings(&bs, "text").into_iter().map(Option::unwrap));
+        ours.extend(strings(&bs, "ours").into_iter().map(Option::unwrap));
+    }
+    assert_eq!(ids.len(), 7150, "the corpus has 7,150 Hant documents");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hant.txt");
+    let output = dir.path().join("hans.txt");
+    std::fs::write(&input, texts.join(&format!("\n{BOUNDARY}\n"))).unwrap();
+    let status = std::process::Command::new("opencc")
+        .args(["-c", "t2s.json", "-i", input.to_str().unwrap(), "-o", output.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let theirs_all = std::fs::read_to_string(&output).unwrap();
+    let theirs: Vec<&str> = theirs_all.split(&format!("\n{BOUNDARY}\n")).collect();
+    assert_eq!(theirs.len(), ours.len());
+    let differ: Vec<&String> = ids.iter().zip(ours.iter().zip(&theirs)).filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+    assert!(differ.is_empty(), "{} of {} documents differ from OpenCC, e.g. {:?}", differ.len(), ids.len(), &differ[..differ.len().min(5)]);
+    assert!(ours.iter().zip(&texts).filter(|(a, b)| a != b).count() > 5000, "most Traditional documents change");
+}

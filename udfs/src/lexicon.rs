@@ -1,0 +1,321 @@
+//! Word lists (flagged words, stopwords) compiled once and matched in text with and without spaces.
+//!
+//! Entries written in a spaced script are lower-cased word sequences in an `fst` set, walked word by word
+//! so that multi-word entries ("2 girls 1 cup") match without building n-gram strings. Entries that hold
+//! CJK characters are matched inside running text with Aho-Corasick (leftmost-longest), since Chinese has
+//! no spaces to split on. A match counts as one token, so ratios are matches over tokens, where tokens are
+//! the words of `word_count` with each multi-word match folded into one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use arrow::datatypes::DataType;
+use datafusion::common::{Result, plan_err};
+use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use fst::raw::Fst;
+
+use crate::args::{coerce_text_args, is_cjk, literal_str, map_to_f64, map_to_string};
+use crate::word_count::words;
+
+pub struct Lexicon {
+    words: fst::Set<Vec<u8>>,
+    max_words: usize,
+    cjk: Option<AhoCorasick>,
+    entries: usize,
+}
+
+/// What a lexicon found in one text.
+#[derive(Debug, Default, PartialEq)]
+pub struct LexiconScan {
+    /// Byte ranges of the matches, sorted, not overlapping.
+    pub spans: Vec<(usize, usize)>,
+    /// Words of the text, each match counted as one.
+    pub tokens: usize,
+}
+
+impl LexiconScan {
+    /// Matches per token; 0 for a text without words.
+    pub fn ratio(&self) -> f64 {
+        if self.tokens == 0 { 0.0 } else { self.spans.len() as f64 / self.tokens as f64 }
+    }
+}
+
+fn lower(w: &str) -> std::borrow::Cow<'_, str> {
+    if w.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) { w.to_lowercase().into() } else { w.into() }
+}
+
+impl Lexicon {
+    /// Parses a lexicon file's contents: one entry a line, blank lines and `#` comments skipped. Entries
+    /// without any letter or digit (the punctuation in some stopword lists) cannot match a word and are
+    /// left out.
+    pub fn parse(contents: &str) -> Result<Self> {
+        let mut spaced = BTreeSet::new();
+        let mut cjk = BTreeSet::new();
+        let mut max_words = 1;
+        for line in contents.lines() {
+            let entry = line.trim();
+            if entry.is_empty() || entry.starts_with('#') {
+                continue;
+            }
+            let ws: Vec<&str> = words(entry).map(|w| w.1).collect();
+            if ws.is_empty() {
+                continue;
+            }
+            if entry.chars().any(is_cjk) {
+                cjk.insert(entry.to_lowercase());
+            } else {
+                max_words = max_words.max(ws.len());
+                spaced.insert(ws.iter().map(|w| lower(w)).collect::<Vec<_>>().join(" "));
+            }
+        }
+        let entries = spaced.len() + cjk.len();
+        if entries == 0 {
+            return plan_err!("lexicon has no entries");
+        }
+        let words = fst::Set::from_iter(spaced.iter()).expect("BTreeSet iterates in order");
+        let cjk = if cjk.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .ascii_case_insensitive(true)
+                    .build(cjk.iter())
+                    .expect("lexicon patterns compile"),
+            )
+        };
+        Ok(Self { words, max_words, cjk, entries })
+    }
+
+    /// Number of entries kept.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Finds every entry in `text`.
+    pub fn scan(&self, text: &str) -> LexiconScan {
+        let ws: Vec<(usize, &str)> = words(text).collect();
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new(); // start, end, words covered
+        if let Some(ac) = &self.cjk {
+            for m in ac.find_iter(text) {
+                let covered = words(&text[m.start()..m.end()]).count();
+                if covered > 0 {
+                    spans.push((m.start(), m.end(), covered));
+                }
+            }
+        }
+        let fst: &Fst<Vec<u8>> = self.words.as_fst();
+        let mut ac_spans = spans.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>().into_iter().peekable();
+        let mut i = 0;
+        while i < ws.len() {
+            let (off, _) = ws[i];
+            while ac_spans.peek().is_some_and(|s| s.1 <= off) {
+                ac_spans.next();
+            }
+            if ac_spans.peek().is_some_and(|s| s.0 <= off) {
+                i += 1; // inside a CJK match already counted
+                continue;
+            }
+            let mut best = 0;
+            let mut node = fst.root();
+            'walk: for (k, (_, wk)) in ws[i..(i + self.max_words).min(ws.len())].iter().enumerate() {
+                let bytes = lower(wk);
+                let seq = if k == 0 { None } else { Some(b' ') };
+                for b in seq.into_iter().chain(bytes.bytes()) {
+                    match node.find_input(b) {
+                        Some(t) => node = fst.node(node.transition(t).addr),
+                        None => break 'walk,
+                    }
+                }
+                if node.is_final() {
+                    best = k + 1;
+                }
+            }
+            if best > 0 {
+                let (last_off, last) = ws[i + best - 1];
+                spans.push((off, last_off + last.len(), best));
+                i += best;
+            } else {
+                i += 1;
+            }
+        }
+        spans.sort_unstable();
+        let folded: usize = spans.iter().map(|s| s.2 - 1).sum();
+        LexiconScan { spans: spans.iter().map(|s| (s.0, s.1)).collect(), tokens: ws.len() - folded }
+    }
+
+    /// The text with every match replaced by as many `*` as it has characters.
+    pub fn mask(&self, text: &str) -> String {
+        let scan = self.scan(text);
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for (s, e) in scan.spans {
+            out.push_str(&text[last..s]);
+            out.extend(std::iter::repeat_n('*', text[s..e].chars().count()));
+            last = e;
+        }
+        out.push_str(&text[last..]);
+        out
+    }
+}
+
+/// Named lexicons of one kind (flagged words or stopwords). The bundled ones are compiled in; the engine
+/// adds the lexicon files that pipelines name, since this crate does no I/O.
+pub struct LexiconRegistry {
+    kind: &'static str,
+    bundled: &'static [(&'static str, &'static str)],
+    loaded: RwLock<BTreeMap<String, Arc<Lexicon>>>,
+}
+
+impl LexiconRegistry {
+    pub fn new(kind: &'static str, bundled: &'static [(&'static str, &'static str)]) -> Self {
+        Self { kind, bundled, loaded: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// Adds (or replaces) a lexicon under `name`.
+    pub fn insert(&self, name: &str, lexicon: Lexicon) {
+        self.loaded.write().expect("lexicon lock").insert(name.to_string(), Arc::new(lexicon));
+    }
+
+    /// The lexicon called `name`, compiling a bundled one on first use.
+    pub fn get(&self, name: &str) -> Result<Arc<Lexicon>> {
+        if let Some(l) = self.loaded.read().expect("lexicon lock").get(name) {
+            return Ok(Arc::clone(l));
+        }
+        let Some((_, contents)) = self.bundled.iter().find(|(n, _)| *n == name) else {
+            return plan_err!(
+                "unknown {} lexicon '{name}': bundled ones are {}; a pipeline may name a file instead",
+                self.kind,
+                self.bundled.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+            );
+        };
+        let lexicon = Arc::new(Lexicon::parse(contents)?);
+        self.loaded.write().expect("lexicon lock").insert(name.to_string(), Arc::clone(&lexicon));
+        Ok(lexicon)
+    }
+
+    pub fn bundled_names(&self) -> Vec<&'static str> {
+        self.bundled.iter().map(|b| b.0).collect()
+    }
+}
+
+/// What a lexicon function returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LexiconOutput {
+    /// Matches per token (Float64).
+    Ratio,
+    /// The text with matches masked (Utf8).
+    Mask,
+}
+
+/// The UDF shape shared by `flagged_words`, `flagged_words_mask` and `stopwords`: `(text, lexicon)`, the
+/// lexicon named by a constant string and looked up in the function's registry.
+pub struct LexiconFunc {
+    name: &'static str,
+    output: LexiconOutput,
+    registry: Arc<LexiconRegistry>,
+    doc: Documentation,
+    signature: Signature,
+}
+
+impl LexiconFunc {
+    pub fn new(name: &'static str, output: LexiconOutput, registry: Arc<LexiconRegistry>, doc: Documentation) -> Self {
+        Self { name, output, registry, doc, signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+impl std::fmt::Debug for LexiconFunc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LexiconFunc").field("name", &self.name).finish()
+    }
+}
+impl PartialEq for LexiconFunc {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.registry, &other.registry)
+    }
+}
+impl Eq for LexiconFunc {}
+impl std::hash::Hash for LexiconFunc {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl ScalarUDFImpl for LexiconFunc {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        if args.len() != 2 {
+            return plan_err!("{} takes (text, lexicon)", self.name);
+        }
+        coerce_text_args(self.name, args, &[DataType::Utf8])
+    }
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(match self.output {
+            LexiconOutput::Ratio => DataType::Float64,
+            LexiconOutput::Mask => DataType::Utf8,
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let lexicon = self.registry.get(literal_str(self.name, "lexicon", &args.args[1])?)?;
+        match self.output {
+            LexiconOutput::Ratio => map_to_f64(&args.args[0], |t| lexicon.scan(t).ratio()),
+            LexiconOutput::Mask => map_to_string(&args.args[0], |t| lexicon.mask(t)),
+        }
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&self.doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spaced_entries_single_and_multi_word() {
+        let lex = Lexicon::parse("# comment\nfoo\n2 girls 1 cup\nbar baz\n\n!!!\n").unwrap();
+        assert_eq!(lex.len(), 3);
+        let text = "A FOO and 2 girls 1 cup, then bar baz bar.";
+        let scan = lex.scan(text);
+        let found: Vec<&str> = scan.spans.iter().map(|&(s, e)| &text[s..e]).collect();
+        assert_eq!(found, vec!["FOO", "2 girls 1 cup", "bar baz"]);
+        // 11 words, the 4-word and 2-word matches fold into one each: 11 - 3 - 1 = 7 tokens.
+        assert_eq!(scan.tokens, 7);
+        assert_eq!(lex.mask(text), "A *** and *************, then ******* bar.");
+        assert!(lex.scan("food barbaz").spans.is_empty());
+    }
+
+    #[test]
+    fn cjk_entries_inside_running_text() {
+        let lex = Lexicon::parse("坏蛋\n坏\nsm女王\n").unwrap();
+        let text = "他是坏蛋，SM女王来了";
+        let scan = lex.scan(text);
+        let found: Vec<&str> = scan.spans.iter().map(|&(s, e)| &text[s..e]).collect();
+        assert_eq!(found, vec!["坏蛋", "SM女王"]);
+        // words: 他 是 坏 蛋 SM 女 王 来 了 = 9; 坏蛋 folds 1, SM女王 folds 2.
+        assert_eq!(scan.tokens, 6);
+        assert_eq!(lex.mask(text), "他是**，****来了");
+    }
+
+    #[test]
+    fn empty_and_bundled() {
+        let reg = LexiconRegistry::new("test", &[("a", "x\ny\n")]);
+        let lex = reg.get("a").unwrap();
+        assert_eq!(lex.scan("").tokens, 0);
+        assert_eq!(lex.scan("").ratio(), 0.0);
+        assert_eq!(lex.scan("  \n ").ratio(), 0.0);
+        assert_eq!(lex.scan("x y z w").ratio(), 0.5);
+        assert!(reg.get("nope").unwrap_err().to_string().contains("bundled ones are a"));
+        assert!(Lexicon::parse("# only a comment\n").is_err());
+    }
+}
