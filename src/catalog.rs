@@ -80,32 +80,56 @@ pub struct Presence {
 impl Catalog {
     /// The catalog named by `OPENSEEK_CATALOG`, else `datasets.yaml` in the working directory.
     pub fn default_path() -> PathBuf {
-        std::env::var_os("OPENSEEK_CATALOG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("datasets.yaml"))
+        std::env::var_os("OPENSEEK_CATALOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("datasets.yaml"))
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading catalog {}", path.display()))?;
-        let file: CatalogFile = serde_norway::from_str(&text).with_context(|| format!("parsing catalog {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading catalog {}", path.display()))?;
+        let file: CatalogFile = serde_norway::from_str(&text)
+            .with_context(|| format!("parsing catalog {}", path.display()))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let data_root = match std::env::var_os("OPENSEEK_DATA_DIR") {
             Some(d) => PathBuf::from(d),
             None => dir.join(file.data_root.as_deref().unwrap_or("data/external")),
         };
         for (name, entry) in &file.datasets {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-                bail!("{}: dataset name {name:?} must be letters, digits, '-', '_' or '.'", path.display());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                bail!(
+                    "{}: dataset name {name:?} must be letters, digits, '-', '_' or '.'",
+                    path.display()
+                );
             }
             if entry.text.is_empty() {
                 bail!("{}: dataset {name}: empty text column", path.display());
             }
         }
-        Ok(Self { path: path.to_path_buf(), dir, data_root, datasets: file.datasets })
+        Ok(Self {
+            path: path.to_path_buf(),
+            dir,
+            data_root,
+            datasets: file.datasets,
+        })
     }
 
     pub fn get(&self, name: &str) -> Result<&DatasetEntry> {
         self.datasets.get(name).with_context(|| {
-            format!("no dataset '{name}' in {}; known: {}", self.path.display(), self.datasets.keys().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "no dataset '{name}' in {}; known: {}",
+                self.path.display(),
+                self.datasets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
         })
     }
 
@@ -135,14 +159,24 @@ impl Catalog {
     }
 
     /// A reader spec for a dataset; an error when none of its files are here.
-    pub fn source(&self, name: &str, on_error: OnError, keep_rejected_text: bool) -> Result<SourceSpec> {
+    pub fn source(
+        &self,
+        name: &str,
+        on_error: OnError,
+        keep_rejected_text: bool,
+    ) -> Result<SourceSpec> {
         let e = self.get(name)?;
         let files = self.files(name)?;
         if files.is_empty() {
-            bail!("dataset '{name}' has no files at {} (set OPENSEEK_DATA_DIR, or download it: {})", self.glob(name)?, e.homepage.as_deref().unwrap_or("see datasets.yaml"));
+            bail!(
+                "dataset '{name}' has no files at {} (set OPENSEEK_DATA_DIR, or download it: {})",
+                self.glob(name)?,
+                e.homepage.as_deref().unwrap_or("see datasets.yaml")
+            );
         }
         Ok(SourceSpec {
             dataset: name.to_string(),
+            root: crate::io::files::common_root(&files),
             files,
             format: e.format,
             text_column: e.text.clone(),
@@ -157,7 +191,11 @@ impl Catalog {
             .iter()
             .map(|(name, e)| {
                 let files = self.files(name)?;
-                let bytes = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+                let bytes = files
+                    .iter()
+                    .filter_map(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
                 Ok(Presence {
                     name: name.clone(),
                     table: Self::table_name(name),

@@ -35,7 +35,11 @@ impl Engine {
 
     /// Registers every dataset of the catalog that has files here, as a table named after it (`-` and
     /// `.` become `_`). Returns the names of those skipped for lack of files.
-    pub fn register_catalog(&self, catalog: &Catalog, sink: Arc<dyn RejectSink>) -> Result<Vec<String>> {
+    pub fn register_catalog(
+        &self,
+        catalog: &Catalog,
+        sink: Arc<dyn RejectSink>,
+    ) -> Result<Vec<String>> {
         let mut absent = Vec::new();
         for name in catalog.datasets.keys() {
             if catalog.files(name)?.is_empty() {
@@ -43,16 +47,19 @@ impl Engine {
                 continue;
             }
             let spec = catalog.source(name, OnError::Reject, false)?;
-            let table = CorpusTable::try_new(spec, Arc::clone(&sink), Arc::new(ReadStats::default()))
-                .with_context(|| format!("opening dataset {name}"))?;
-            self.ctx.register_table(Catalog::table_name(name).as_str(), Arc::new(table))?;
+            let table =
+                CorpusTable::try_new(spec, Arc::clone(&sink), Arc::new(ReadStats::default()))
+                    .with_context(|| format!("opening dataset {name}"))?;
+            self.ctx
+                .register_table(Catalog::table_name(name).as_str(), Arc::new(table))?;
         }
         Ok(absent)
     }
 
     /// Reads a lexicon file into the registry of its kind, under its path.
     pub fn load_lexicon(&self, kind: LexiconKind, path: &str) -> Result<()> {
-        let contents = std::fs::read_to_string(Path::new(path)).with_context(|| format!("reading lexicon {path}"))?;
+        let contents = std::fs::read_to_string(Path::new(path))
+            .with_context(|| format!("reading lexicon {path}"))?;
         let lexicon = Lexicon::parse(&contents).with_context(|| format!("lexicon {path}"))?;
         let registry = match kind {
             LexiconKind::Flagged => &self.lexicons.flagged,

@@ -13,7 +13,11 @@ use openseek::pipeline::{RunOptions, run_pipeline};
 use openseek::sql::{SqlFormat, check_absent, functions, run_sql};
 
 #[derive(Parser)]
-#[command(name = "openseek", version, about = "Open data engine for LLM pre-training, on Apache DataFusion")]
+#[command(
+    name = "openseek",
+    version,
+    about = "Open data engine for LLM pre-training, on Apache DataFusion"
+)]
 struct Cli {
     /// Threads (DataFusion partitions); default: all cores.
     #[arg(long, global = true)]
@@ -68,7 +72,10 @@ enum DatasetsCommand {
 async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "openseek=info,warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "openseek=info,warn".into()),
+        )
         .init();
     if let Err(e) = real_main().await {
         eprintln!("error: {e:#}");
@@ -80,9 +87,20 @@ async fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let catalog_path = cli.catalog.clone().unwrap_or_else(Catalog::default_path);
     match cli.command {
-        Command::Run { pipeline, output, fresh, task_mb } => {
+        Command::Run {
+            pipeline,
+            output,
+            fresh,
+            task_mb,
+        } => {
             let engine = Engine::new(cli.partitions);
-            let opts = RunOptions { output, fresh, catalog: Some(catalog_path), task_bytes: task_mb.max(1) << 20, ..Default::default() };
+            let opts = RunOptions {
+                output,
+                fresh,
+                catalog: Some(catalog_path),
+                task_bytes: task_mb.max(1) << 20,
+                ..Default::default()
+            };
             run_pipeline(&engine, &pipeline, &opts).await?;
         }
         Command::Sql { query, format, out } => {
@@ -97,7 +115,10 @@ async fn real_main() -> Result<()> {
             check_absent(&query, &absent)?;
             let rows = run_sql(&engine, &query, format, out.as_deref()).await?;
             if log.count() > 0 {
-                eprintln!("note: {} malformed input row(s) were skipped (see the warnings above)", log.count());
+                eprintln!(
+                    "note: {} malformed input row(s) were skipped (see the warnings above)",
+                    log.count()
+                );
             }
             tracing::debug!("{rows} rows");
         }
@@ -111,25 +132,36 @@ async fn real_main() -> Result<()> {
             }
             println!("{t}");
         }
-        Command::Datasets { command: DatasetsCommand::List } => {
+        Command::Datasets {
+            command: DatasetsCommand::List,
+        } => {
             let catalog = Catalog::load(&catalog_path)?;
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
-            t.set_header(vec!["dataset", "table", "lang", "format", "present", "files", "MB", "path"]);
+            t.set_header(vec![
+                "dataset", "table", "lang", "format", "present", "files", "MB", "path",
+            ]);
             for p in catalog.presence()? {
                 t.add_row(vec![
                     p.name,
                     p.table,
                     p.language,
                     format!("{:?}", p.format).to_lowercase(),
-                    if p.files > 0 { "yes".into() } else { "no".into() },
+                    if p.files > 0 {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
                     p.files.to_string(),
                     format!("{:.1}", p.bytes as f64 / 1e6),
                     p.glob,
                 ]);
             }
             println!("{t}");
-            println!("data root: {} (set OPENSEEK_DATA_DIR to change it)", catalog.data_root.display());
+            println!(
+                "data root: {} (set OPENSEEK_DATA_DIR to change it)",
+                catalog.data_root.display()
+            );
         }
     }
     Ok(())

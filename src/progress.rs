@@ -25,22 +25,32 @@ impl Progress {
 
     pub fn finish_task(&self) {
         if let Some(s) = self.current.lock().expect("progress lock").take() {
-            self.done_rows.fetch_add(ReadStats::get(&s.rows), Ordering::Relaxed);
-            self.done_bytes.fetch_add(ReadStats::get(&s.text_bytes), Ordering::Relaxed);
+            self.done_rows
+                .fetch_add(ReadStats::get(&s.rows), Ordering::Relaxed);
+            self.done_bytes
+                .fetch_add(ReadStats::get(&s.text_bytes), Ordering::Relaxed);
         }
     }
 
     fn totals(&self) -> (u64, u64) {
         let cur = self.current.lock().expect("progress lock").clone();
-        let (r, b) = cur.map(|s| (ReadStats::get(&s.rows), ReadStats::get(&s.text_bytes))).unwrap_or((0, 0));
-        (self.done_rows.load(Ordering::Relaxed) + r, self.done_bytes.load(Ordering::Relaxed) + b)
+        let (r, b) = cur
+            .map(|s| (ReadStats::get(&s.rows), ReadStats::get(&s.text_bytes)))
+            .unwrap_or((0, 0));
+        (
+            self.done_rows.load(Ordering::Relaxed) + r,
+            self.done_bytes.load(Ordering::Relaxed) + b,
+        )
     }
 
     /// Draws a spinner line on stderr until `stop` (hidden when stderr is not a terminal).
     pub fn spawn(self: &Arc<Self>, name: &str) -> std::thread::JoinHandle<()> {
         let this = Arc::clone(self);
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}").expect("template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}")
+                .expect("template"),
+        );
         bar.set_prefix(name.to_string());
         std::thread::spawn(move || {
             let start = Instant::now();

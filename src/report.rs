@@ -23,7 +23,10 @@ pub struct StageReport {
 
 impl StageReport {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_string(), ..Default::default() }
+        Self {
+            name: name.to_string(),
+            ..Default::default()
+        }
     }
 
     pub fn merge(&mut self, other: &StageReport) {
@@ -40,7 +43,10 @@ impl StageReport {
 
     pub fn reject(&mut self, reason: &str, n: u64) {
         self.rows_rejected += n;
-        *self.rejects_by_reason.entry(reason.to_string()).or_default() += n;
+        *self
+            .rejects_by_reason
+            .entry(reason.to_string())
+            .or_default() += n;
     }
 }
 
@@ -73,20 +79,32 @@ impl Report {
     pub fn check(&self) -> Result<(), String> {
         for s in &self.stages {
             if s.rows_in != s.rows_out + s.rows_rejected {
-                return Err(format!("stage {}: {} in != {} out + {} rejected", s.name, s.rows_in, s.rows_out, s.rows_rejected));
+                return Err(format!(
+                    "stage {}: {} in != {} out + {} rejected",
+                    s.name, s.rows_in, s.rows_out, s.rows_rejected
+                ));
             }
             let by_reason: u64 = s.rejects_by_reason.values().sum();
             if by_reason != s.rows_rejected {
-                return Err(format!("stage {}: rejects by reason sum to {by_reason}, not {}", s.name, s.rows_rejected));
+                return Err(format!(
+                    "stage {}: rejects by reason sum to {by_reason}, not {}",
+                    s.name, s.rows_rejected
+                ));
             }
         }
         for w in self.stages.windows(2) {
             if w[0].rows_out != w[1].rows_in {
-                return Err(format!("stage {} gave {} rows but {} took {}", w[0].name, w[0].rows_out, w[1].name, w[1].rows_in));
+                return Err(format!(
+                    "stage {} gave {} rows but {} took {}",
+                    w[0].name, w[0].rows_out, w[1].name, w[1].rows_in
+                ));
             }
         }
         if self.rows_read != self.rows_written + self.rows_rejected {
-            return Err(format!("{} read != {} written + {} rejected", self.rows_read, self.rows_written, self.rows_rejected));
+            return Err(format!(
+                "{} read != {} written + {} rejected",
+                self.rows_read, self.rows_written, self.rows_rejected
+            ));
         }
         Ok(())
     }
@@ -105,19 +123,36 @@ impl Report {
     /// The closing summary table.
     pub fn table(&self) -> String {
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-        t.set_header(vec!["stage", "rows in", "rows out", "rejected", "MB in", "MB out", "seconds", "top reject reasons"]);
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_header(vec![
+            "stage",
+            "rows in",
+            "rows out",
+            "rejected",
+            "MB in",
+            "MB out",
+            "seconds",
+            "top reject reasons",
+        ]);
         for s in &self.stages {
             let mut reasons: Vec<(&String, &u64)> = s.rejects_by_reason.iter().collect();
             reasons.sort_by(|a, b| b.1.cmp(a.1));
-            let top = reasons.iter().take(3).map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join("; ");
+            let top = reasons
+                .iter()
+                .take(3)
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect::<Vec<_>>()
+                .join("; ");
             t.add_row(vec![
                 Cell::new(&s.name),
                 num(s.rows_in),
                 num(s.rows_out),
                 num(s.rows_rejected),
-                Cell::new(format!("{:.1}", s.bytes_in as f64 / 1e6)).set_alignment(CellAlignment::Right),
-                Cell::new(format!("{:.1}", s.bytes_out as f64 / 1e6)).set_alignment(CellAlignment::Right),
+                Cell::new(format!("{:.1}", s.bytes_in as f64 / 1e6))
+                    .set_alignment(CellAlignment::Right),
+                Cell::new(format!("{:.1}", s.bytes_out as f64 / 1e6))
+                    .set_alignment(CellAlignment::Right),
                 Cell::new(format!("{:.2}", s.seconds)).set_alignment(CellAlignment::Right),
                 Cell::new(top),
             ]);

@@ -20,8 +20,17 @@ pub enum SqlFormat {
 }
 
 /// Runs `query` and writes the result to `out` (stdout when `None`).
-pub async fn run_sql(engine: &Engine, query: &str, format: SqlFormat, out: Option<&Path>) -> Result<u64> {
-    let df = engine.ctx.sql(query).await.with_context(|| format!("planning: {query}"))?;
+pub async fn run_sql(
+    engine: &Engine,
+    query: &str,
+    format: SqlFormat,
+    out: Option<&Path>,
+) -> Result<u64> {
+    let df = engine
+        .ctx
+        .sql(query)
+        .await
+        .with_context(|| format!("planning: {query}"))?;
     let schema = df.schema().as_arrow().clone();
     let mut stream = df.execute_stream().await?;
     let mut rows = 0u64;
@@ -49,18 +58,25 @@ pub async fn run_sql(engine: &Engine, query: &str, format: SqlFormat, out: Optio
         }
         SqlFormat::Csv | SqlFormat::Json => {
             let mut buf: Box<dyn Write> = match out {
-                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             if format == SqlFormat::Csv {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 while let Some(b) = stream.next().await {
                     let b = b?;
                     rows += b.num_rows() as u64;
                     w.write(&b)?;
                 }
             } else {
-                let mut w = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
                 while let Some(b) = stream.next().await {
                     let b = b?;
                     rows += b.num_rows() as u64;
@@ -103,8 +119,12 @@ pub fn check_absent(query: &str, absent: &[String]) -> Result<()> {
     let q = query.to_ascii_lowercase();
     for name in absent {
         let table = crate::catalog::Catalog::table_name(name);
-        if q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == table) {
-            bail!("dataset '{name}' (table {table}) has no files on this machine; `openseek datasets list` shows where it is expected");
+        if q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == table)
+        {
+            bail!(
+                "dataset '{name}' (table {table}) has no files on this machine; `openseek datasets list` shows where it is expected"
+            );
         }
     }
     Ok(())

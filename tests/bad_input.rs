@@ -13,7 +13,11 @@ use openseek::pipeline::{RunOptions, run_pipeline};
 async fn run(dir: &Path, yaml: &str) -> anyhow::Result<openseek::report::Report> {
     let engine = Engine::new(Some(2));
     let p = pipeline(dir, yaml);
-    let opts = RunOptions { output: Some(dir.join("out")), print_summary: false, ..Default::default() };
+    let opts = RunOptions {
+        output: Some(dir.join("out")),
+        print_summary: false,
+        ..Default::default()
+    };
     run_pipeline(&engine, &p, &opts).await
 }
 
@@ -24,10 +28,23 @@ fn rejects(dir: &Path) -> Vec<(String, String, String, Option<i64>)> {
     let files = strings(&b, "file");
     let lines: Vec<Option<i64>> = b
         .iter()
-        .flat_map(|b| arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column_by_name("line").unwrap()).iter().collect::<Vec<_>>())
+        .flat_map(|b| {
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                b.column_by_name("line").unwrap(),
+            )
+            .iter()
+            .collect::<Vec<_>>()
+        })
         .collect();
     let mut out: Vec<_> = (0..ids.len())
-        .map(|i| (ids[i].clone().unwrap(), reasons[i].clone().unwrap(), files[i].clone().unwrap_or_default(), lines[i]))
+        .map(|i| {
+            (
+                ids[i].clone().unwrap(),
+                reasons[i].clone().unwrap(),
+                files[i].clone().unwrap_or_default(),
+                lines[i],
+            )
+        })
         .collect();
     out.sort_by_key(|r| r.3);
     out
@@ -57,22 +74,35 @@ fn write_lines(path: &Path, lines: &[&[u8]]) {
 async fn malformed_jsonl_rows_become_rejects_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     write_lines(&dir.path().join("bad.jsonl"), BAD_LINES);
-    let yaml = format!("name: bad\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().join("bad.jsonl").display());
+    let yaml = format!(
+        "name: bad\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().join("bad.jsonl").display()
+    );
     let report = run(dir.path(), &yaml).await.unwrap();
     let read = stage(&report, "read");
-    assert_eq!((read.rows_in, read.rows_out, read.rows_rejected), (8, 2, 6), "{read:?}");
+    assert_eq!(
+        (read.rows_in, read.rows_out, read.rows_rejected),
+        (8, 2, 6),
+        "{read:?}"
+    );
     let kept = strings(&read_parquet_dir(&dir.path().join("out/data")), "id");
     assert_eq!(kept, vec![Some("a".to_string()), Some("g".to_string())]);
     let rej = rejects(dir.path());
-    let got: Vec<(&str, &str, Option<i64>)> = rej.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.3)).collect();
-    assert_eq!(got, vec![
-        ("bad/bad.jsonl:2", "malformed:bad_json", Some(2)),
-        ("bad/bad.jsonl:3", "malformed:invalid_utf8", Some(3)),
-        ("d", "malformed:missing_text", Some(4)),
-        ("e", "malformed:null_text", Some(5)),
-        ("f", "malformed:non_string_text", Some(6)),
-        ("bad/bad.jsonl:7", "malformed:not_object", Some(7)),
-    ]);
+    let got: Vec<(&str, &str, Option<i64>)> = rej
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str(), r.3))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("bad/bad.jsonl:2", "malformed:bad_json", Some(2)),
+            ("bad/bad.jsonl:3", "malformed:invalid_utf8", Some(3)),
+            ("d", "malformed:missing_text", Some(4)),
+            ("e", "malformed:null_text", Some(5)),
+            ("f", "malformed:non_string_text", Some(6)),
+            ("bad/bad.jsonl:7", "malformed:not_object", Some(7)),
+        ]
+    );
     assert!(rej.iter().all(|r| r.2.ends_with("bad.jsonl")));
     assert_eq!(report.rows_read, 8);
     assert_eq!(report.rows_written + report.rows_rejected, 8);
@@ -93,23 +123,36 @@ async fn on_error_fail_names_file_and_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistyped_column_outside_the_sample_is_a_reject() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lines: Vec<Vec<u8>> = (0..1000).map(|i| format!(r#"{{"id":"r{i}","text":"document {i}","score":{i}}}"#).into_bytes()).collect();
+    let mut lines: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!(r#"{{"id":"r{i}","text":"document {i}","score":{i}}}"#).into_bytes())
+        .collect();
     lines.push(br#"{"id":"odd","text":"document odd","score":"high"}"#.to_vec());
     let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_slice()).collect();
     write_lines(&dir.path().join("typed.jsonl"), &refs);
-    let yaml = format!("name: typed\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().join("typed.jsonl").display());
+    let yaml = format!(
+        "name: typed\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().join("typed.jsonl").display()
+    );
     let report = run(dir.path(), &yaml).await.unwrap();
     assert_eq!(report.rows_written, 1000);
     let rej = rejects(dir.path());
     assert_eq!(rej.len(), 1);
-    assert_eq!((rej[0].0.as_str(), rej[0].1.as_str(), rej[0].3), ("odd", "malformed:mistyped:score", Some(1001)));
+    assert_eq!(
+        (rej[0].0.as_str(), rej[0].1.as_str(), rej[0].3),
+        ("odd", "malformed:mistyped:score", Some(1001))
+    );
 }
 
 fn gz_lines(n: usize) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for i in 0..n {
         // Varied text so that the compressed stream is long enough to cut in the middle.
-        writeln!(enc, r#"{{"id":"d{i}","text":"document number {i} with some words {}"}}"#, i * 7919 % 104729).unwrap();
+        writeln!(
+            enc,
+            r#"{{"id":"d{i}","text":"document number {i} with some words {}"}}"#,
+            i * 7919 % 104729
+        )
+        .unwrap();
     }
     enc.finish().unwrap()
 }
@@ -119,7 +162,10 @@ async fn truncated_gzip_keeps_what_was_read_and_rejects_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let full = gz_lines(20_000);
     std::fs::write(dir.path().join("cut.jsonl.gz"), &full[..full.len() / 2]).unwrap();
-    let yaml = format!("name: cut\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().join("cut.jsonl.gz").display());
+    let yaml = format!(
+        "name: cut\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().join("cut.jsonl.gz").display()
+    );
     let report = run(dir.path(), &yaml).await.unwrap();
     let read = stage(&report, "read");
     assert!(read.rows_out > 1000 && read.rows_out < 20_000, "{read:?}");
@@ -136,11 +182,19 @@ async fn truncated_zstd_keeps_what_was_read_and_rejects_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let mut raw = Vec::new();
     for i in 0..20_000 {
-        writeln!(raw, r#"{{"id":"d{i}","text":"document number {i} with some words {}"}}"#, i * 7919 % 104729).unwrap();
+        writeln!(
+            raw,
+            r#"{{"id":"d{i}","text":"document number {i} with some words {}"}}"#,
+            i * 7919 % 104729
+        )
+        .unwrap();
     }
     let full = zstd::encode_all(raw.as_slice(), 3).unwrap();
     std::fs::write(dir.path().join("cut.jsonl.zst"), &full[..full.len() / 2]).unwrap();
-    let yaml = format!("name: cut\ninput: {{path: {}}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().join("cut.jsonl.zst").display());
+    let yaml = format!(
+        "name: cut\ninput: {{path: {}}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().join("cut.jsonl.zst").display()
+    );
     let report = run(dir.path(), &yaml).await.unwrap();
     let rej = rejects(dir.path());
     assert_eq!(rej.len(), 1, "{rej:?}");
@@ -152,7 +206,12 @@ fn write_parquet(path: &Path, ids: Vec<&str>, texts: arrow::array::ArrayRef) {
     use arrow::array::{ArrayRef, RecordBatch, StringArray};
     let ids: ArrayRef = std::sync::Arc::new(StringArray::from(ids));
     let batch = RecordBatch::try_from_iter(vec![("id", ids), ("text", texts)]).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
@@ -161,39 +220,79 @@ fn write_parquet(path: &Path, ids: Vec<&str>, texts: arrow::array::ArrayRef) {
 async fn parquet_null_and_invalid_text_are_rejects() {
     use arrow::array::{BinaryArray, StringArray};
     let dir = tempfile::tempdir().unwrap();
-    write_parquet(&dir.path().join("a.parquet"), vec!["x", "y", "z"], std::sync::Arc::new(StringArray::from(vec![Some("fine text"), None, Some("more text")])));
+    write_parquet(
+        &dir.path().join("a.parquet"),
+        vec!["x", "y", "z"],
+        std::sync::Arc::new(StringArray::from(vec![
+            Some("fine text"),
+            None,
+            Some("more text"),
+        ])),
+    );
     // A text column stored as binary, with one value that is not UTF-8.
     write_parquet(
         &dir.path().join("b.parquet"),
         vec!["p", "q"],
-        std::sync::Arc::new(BinaryArray::from(vec![Some(b"ok bytes".as_ref()), Some(b"\xff\xfe\xfd".as_ref())])),
+        std::sync::Arc::new(BinaryArray::from(vec![
+            Some(b"ok bytes".as_ref()),
+            Some(b"\xff\xfe\xfd".as_ref()),
+        ])),
     );
-    let yaml = format!("name: pq\ninput: {{path: {}/a.parquet, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().display());
+    let yaml = format!(
+        "name: pq\ninput: {{path: {}/a.parquet, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().display()
+    );
     let report = run(dir.path(), &yaml).await.unwrap();
     assert_eq!((report.rows_read, report.rows_written), (3, 2));
     let rej = rejects(dir.path());
-    assert_eq!((rej[0].0.as_str(), rej[0].1.as_str(), rej[0].3), ("y", "malformed:null_text", Some(2)));
+    assert_eq!(
+        (rej[0].0.as_str(), rej[0].1.as_str(), rej[0].3),
+        ("y", "malformed:null_text", Some(2))
+    );
 
     let dir2 = tempfile::tempdir().unwrap();
     std::fs::copy(dir.path().join("b.parquet"), dir2.path().join("b.parquet")).unwrap();
-    let yaml = format!("name: pq\ninput: {{path: {}/b.parquet, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir2.path().display());
+    let yaml = format!(
+        "name: pq\ninput: {{path: {}/b.parquet, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir2.path().display()
+    );
     let report = run(dir2.path(), &yaml).await.unwrap();
     assert_eq!((report.rows_read, report.rows_written), (2, 1));
     let rej = rejects(dir2.path());
-    assert_eq!((rej[0].0.as_str(), rej[0].1.as_str()), ("q", "malformed:invalid_utf8"));
+    assert_eq!(
+        (rej[0].0.as_str(), rej[0].1.as_str()),
+        ("q", "malformed:invalid_utf8")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_mistyped_text_column_is_a_clear_error() {
     use arrow::array::Int64Array;
     let dir = tempfile::tempdir().unwrap();
-    write_parquet(&dir.path().join("n.parquet"), vec!["x"], std::sync::Arc::new(Int64Array::from(vec![1])));
-    let yaml = format!("name: pq\ninput: {{path: {}/n.parquet}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().display());
+    write_parquet(
+        &dir.path().join("n.parquet"),
+        vec!["x"],
+        std::sync::Arc::new(Int64Array::from(vec![1])),
+    );
+    let yaml = format!(
+        "name: pq\ninput: {{path: {}/n.parquet}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().display()
+    );
     let err = format!("{:#}", run(dir.path(), &yaml).await.unwrap_err());
-    assert!(err.contains("n.parquet") && err.contains("text column 'text' is Int64"), "{err}");
-    let yaml = format!("name: pq\ninput: {{path: {}/n.parquet, text: body}}\nstages:\n  - text_length: {{min_chars: 1}}\n", dir.path().display());
-    let err = format!("{:#}", run(dir.path(), &yaml).await.unwrap_err());
-    assert!(err.contains("n.parquet") && err.contains("no text column 'body'"), "{err}");
+    assert!(
+        err.contains("n.parquet") && err.contains("text column 'text' is Int64"),
+        "{err}"
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: pq\ninput: {{path: {}/n.parquet, text: body}}\nstages:\n  - text_length: {{min_chars: 1}}\n",
+        dir.path().display()
+    );
+    let err = format!("{:#}", run(dir2.path(), &yaml).await.unwrap_err());
+    assert!(
+        err.contains("n.parquet") && err.contains("no text column 'body'"),
+        "{err}"
+    );
 }
 
 /// Peak RSS in KB of a command, through GNU time; `None` where it is not installed.
@@ -211,15 +310,25 @@ fn peak_rss_kb(args: &[&str]) -> Option<(bool, u64, String)> {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let kb = stderr.lines().find_map(|l| l.strip_prefix("PEAK_RSS_KB=")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let kb = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("PEAK_RSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     Some((out.status.success(), kb, stderr))
 }
 
 #[test]
 fn a_50_mb_single_line_document_runs_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.path().join("huge.jsonl")).unwrap());
-    writeln!(f, r#"{{"id":"small","text":"{}"}}"#, "A short document with enough characters to pass. ".repeat(3)).unwrap();
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(dir.path().join("huge.jsonl")).unwrap());
+    writeln!(
+        f,
+        r#"{{"id":"small","text":"{}"}}"#,
+        "A short document with enough characters to pass. ".repeat(3)
+    )
+    .unwrap();
     let word = "lorem ipsum dolor sit amet ";
     write!(f, r#"{{"id":"huge","text":""#).unwrap();
     for _ in 0..(50 << 20) / word.len() {
@@ -235,7 +344,12 @@ fn a_50_mb_single_line_document_runs_in_bounded_memory() {
         ),
     );
     let out = dir.path().join("out");
-    let args = ["run", p.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    let args = [
+        "run",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
     let measured = peak_rss_kb(&args);
     if let Some((ok, kb, stderr)) = &measured {
         assert!(ok, "{stderr}");
@@ -247,7 +361,12 @@ fn a_50_mb_single_line_document_runs_in_bounded_memory() {
     }
     let r = report(&out);
     assert_eq!(r.rows_written, 1);
-    assert_eq!(stage(&r, "text_length").rejects_by_reason.get("text_length > 20000"), Some(&1));
+    assert_eq!(
+        stage(&r, "text_length")
+            .rejects_by_reason
+            .get("text_length > 20000"),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -256,11 +375,26 @@ fn two_thousand_tiny_files() {
     let input = dir.path().join("many");
     std::fs::create_dir(&input).unwrap();
     for i in 0..2000 {
-        std::fs::write(input.join(format!("f{i:04}.jsonl")), format!("{{\"id\":\"doc{i}\",\"text\":\"tiny document number {i}\"}}\n")).unwrap();
+        std::fs::write(
+            input.join(format!("f{i:04}.jsonl")),
+            format!("{{\"id\":\"doc{i}\",\"text\":\"tiny document number {i}\"}}\n"),
+        )
+        .unwrap();
     }
-    let p = pipeline(dir.path(), &format!("name: many\ninput: {{path: {}, id: id}}\nstages:\n  - word_count: {{min_words: 3}}\n", input.display()));
+    let p = pipeline(
+        dir.path(),
+        &format!(
+            "name: many\ninput: {{path: {}, id: id}}\nstages:\n  - word_count: {{min_words: 3}}\n",
+            input.display()
+        ),
+    );
     let out = dir.path().join("out");
-    let args = ["run", p.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    let args = [
+        "run",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
     if let Some((ok, kb, stderr)) = peak_rss_kb(&args) {
         assert!(ok, "{stderr}");
         eprintln!("2,000 files: peak RSS {} MB", kb / 1024);

@@ -11,35 +11,62 @@ use std::path::Path;
 use common::*;
 use openseek::context::Engine;
 use openseek::pipeline::{RunOptions, run_pipeline};
-use openseek_udfs::{avg_line_length::avg_line_length, avg_sentence_length::avg_sentence_length, chinese_convert, text_length::text_length};
+use openseek_udfs::{
+    avg_line_length::avg_line_length, avg_sentence_length::avg_sentence_length, chinese_convert,
+    text_length::text_length,
+};
 
 #[test]
 fn quickstart_runs_on_the_bundled_sample_and_reruns_as_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("qs");
-    let (ok, stdout, stderr) = openseek(&["run", "pipelines/quickstart.yaml", "--output", out.to_str().unwrap()]);
+    let (ok, stdout, stderr) = openseek(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("rows read"), "{stdout}");
     let r = report(&out);
     let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, vec![
-        "read",
-        "chinese_convert",
-        "text_length",
-        "avg_line_length",
-        "avg_sentence_length",
-        "flagged_words",
-        "flagged_words#2",
-        "stopwords",
-        "stopwords#2"
-    ]);
+    assert_eq!(
+        names,
+        vec![
+            "read",
+            "chinese_convert",
+            "text_length",
+            "avg_line_length",
+            "avg_sentence_length",
+            "flagged_words",
+            "flagged_words#2",
+            "stopwords",
+            "stopwords#2"
+        ]
+    );
     assert_eq!(r.rows_read, 199 + 550);
     assert!(r.rows_written > 300, "{}", r.table());
-    // What was kept satisfies every rule; Chinese rows are Simplified.
+    // What was kept satisfies every rule; Chinese rows are the t2s conversion of their input.
+    let originals: BTreeMap<String, String> = {
+        let f = std::fs::File::open(root().join("data/sample/zh/sample-zh-000.jsonl.gz")).unwrap();
+        std::io::BufReader::new(flate2::read::MultiGzDecoder::new(f))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+                (
+                    v["id"].as_str().unwrap().to_string(),
+                    v["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
     let data = read_parquet_dir(&out.join("data"));
     let texts = strings(&data, "text");
     let langs = strings(&data, "language");
-    for (t, l) in texts.iter().zip(&langs) {
+    let out_ids = strings(&data, "id");
+    let scripts = strings(&data, "script");
+    let mut converted = 0;
+    for (((t, l), id), script) in texts.iter().zip(&langs).zip(&out_ids).zip(&scripts) {
         let t = t.as_deref().unwrap();
         let n = text_length(t);
         assert!((100..=20000).contains(&n), "length {n}");
@@ -47,50 +74,94 @@ fn quickstart_runs_on_the_bundled_sample_and_reruns_as_a_no_op() {
         let s = avg_sentence_length(t);
         assert!((10.0..=1000.0).contains(&s), "{s}");
         if l.as_deref() == Some("zh") {
-            assert_eq!(chinese_convert::chinese_convert(t, "t2s").unwrap(), t);
+            let original = &originals[id.as_deref().unwrap()];
+            assert_eq!(
+                chinese_convert::chinese_convert(original, "t2s").unwrap(),
+                t
+            );
+            if script.as_deref() == Some("Hant") {
+                assert_ne!(original, t, "a Traditional document is converted");
+                converted += 1;
+            }
         }
     }
+    assert!(converted > 0);
     // Every input id is in the output or the rejects, once.
     let mut ids = strings(&data, "id");
     ids.extend(strings(&read_parquet_dir(&out.join("rejects")), "id"));
     let unique: BTreeSet<_> = ids.iter().collect();
     assert_eq!((ids.len(), unique.len()), (749, 749));
     // A rerun of a finished run does nothing.
-    let before = std::fs::metadata(out.join("report.json")).unwrap().modified().unwrap();
-    let (ok, stdout, _) = openseek(&["run", "pipelines/quickstart.yaml", "--output", out.to_str().unwrap()]);
+    let before = std::fs::metadata(out.join("report.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (ok, stdout, _) = openseek(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok && stdout.contains("already complete"), "{stdout}");
-    assert_eq!(std::fs::metadata(out.join("report.json")).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(out.join("report.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
 }
 
 /// The English corpus documents as (id, text), read with the parquet crate directly.
 fn corpus_en(corpus: &Path) -> Vec<(String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(corpus.join("en")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(corpus.join("en"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut docs = Vec::new();
     for f in files {
         let b = read_parquet_dir_file(&f);
         let ids = strings(&b, "id");
         let texts = strings(&b, "text");
-        docs.extend(ids.into_iter().zip(texts).map(|(i, t)| (i.unwrap(), t.unwrap())));
+        docs.extend(
+            ids.into_iter()
+                .zip(texts)
+                .map(|(i, t)| (i.unwrap(), t.unwrap())),
+        );
     }
     docs
 }
 
 fn read_parquet_dir_file(f: &Path) -> Vec<arrow::array::RecordBatch> {
     let file = std::fs::File::open(f).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 /// The Chinese corpus documents as (id, text, script), read with flate2 and serde_json directly.
 fn corpus_zh(corpus: &Path) -> Vec<(String, String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(corpus.join("zh")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(corpus.join("zh"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut docs = Vec::new();
     for f in files {
-        let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(f).unwrap()));
+        let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            std::fs::File::open(f).unwrap(),
+        ));
         for line in r.lines() {
             let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            docs.push((v["id"].as_str().unwrap().to_string(), v["text"].as_str().unwrap().to_string(), v["script"].as_str().unwrap().to_string()));
+            docs.push((
+                v["id"].as_str().unwrap().to_string(),
+                v["text"].as_str().unwrap().to_string(),
+                v["script"].as_str().unwrap().to_string(),
+            ));
         }
     }
     docs
@@ -120,23 +191,39 @@ const RULES: &str = "  - text_length: {min_chars: 100, max_chars: 20000}\n  - av
 async fn run_lib(dir: &Path, yaml: &str, task_bytes: u64) -> openseek::report::Report {
     let engine = Engine::new(Some(2));
     let p = pipeline(dir, yaml);
-    let opts = RunOptions { output: Some(dir.join("out")), print_summary: false, task_bytes, ..Default::default() };
+    let opts = RunOptions {
+        output: Some(dir.join("out")),
+        print_summary: false,
+        task_bytes,
+        ..Default::default()
+    };
     run_pipeline(&engine, &p, &opts).await.unwrap()
 }
 
 fn outcome(dir: &Path) -> (BTreeSet<String>, BTreeMap<String, String>) {
-    let kept: BTreeSet<String> = strings(&read_parquet_dir(&dir.join("out/data")), "id").into_iter().map(Option::unwrap).collect();
+    let kept: BTreeSet<String> = strings(&read_parquet_dir(&dir.join("out/data")), "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
     let rej = read_parquet_dir(&dir.join("out/rejects"));
-    let reasons: BTreeMap<String, String> =
-        strings(&rej, "id").into_iter().zip(strings(&rej, "reason")).map(|(i, r)| (i.unwrap(), r.unwrap())).collect();
+    let reasons: BTreeMap<String, String> = strings(&rej, "id")
+        .into_iter()
+        .zip(strings(&rej, "reason"))
+        .map(|(i, r)| (i.unwrap(), r.unwrap()))
+        .collect();
     (kept, reasons)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_filters_on_the_english_parquet_corpus_decide_as_the_functions_do() {
-    let Some(corpus) = corpus("rule_filters_on_the_english_parquet_corpus") else { return };
+    let Some(corpus) = corpus("rule_filters_on_the_english_parquet_corpus") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!("name: en\ninput: {{path: {}/en, id: id}}\nstages:\n{RULES}", corpus.display());
+    let yaml = format!(
+        "name: en\ninput: {{path: {}/en, id: id}}\nstages:\n{RULES}",
+        corpus.display()
+    );
     let report = run_lib(dir.path(), &yaml, 256 << 20).await;
     let docs = corpus_en(&corpus);
     assert_eq!(report.rows_read as usize, docs.len());
@@ -159,7 +246,9 @@ async fn rule_filters_on_the_english_parquet_corpus_decide_as_the_functions_do()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversion_and_rules_on_the_chinese_jsonl_gz_corpus_decide_as_the_functions_do() {
-    let Some(corpus) = corpus("conversion_and_rules_on_the_chinese_jsonl_gz_corpus") else { return };
+    let Some(corpus) = corpus("conversion_and_rules_on_the_chinese_jsonl_gz_corpus") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "name: zh\ninput: {{path: {}/zh, id: id}}\nstages:\n  - chinese_convert: {{mode: t2s, where: \"script = 'Hant'\"}}\n{RULES}",
@@ -170,11 +259,18 @@ async fn conversion_and_rules_on_the_chinese_jsonl_gz_corpus_decide_as_the_funct
     assert_eq!(report.rows_read as usize, docs.len());
     let (kept, reasons) = outcome(dir.path());
     let out = read_parquet_dir(&dir.path().join("out/data"));
-    let out_text: BTreeMap<String, String> =
-        strings(&out, "id").into_iter().zip(strings(&out, "text")).map(|(i, t)| (i.unwrap(), t.unwrap())).collect();
+    let out_text: BTreeMap<String, String> = strings(&out, "id")
+        .into_iter()
+        .zip(strings(&out, "text"))
+        .map(|(i, t)| (i.unwrap(), t.unwrap()))
+        .collect();
     let mut expected_kept = BTreeSet::new();
     for (id, text, script) in &docs {
-        let text = if script == "Hant" { chinese_convert::chinese_convert(text, "t2s").unwrap() } else { text.clone() };
+        let text = if script == "Hant" {
+            chinese_convert::chinese_convert(text, "t2s").unwrap()
+        } else {
+            text.clone()
+        };
         match first_failure(&text) {
             None => {
                 assert_eq!(out_text.get(id), Some(&text), "{id}");
@@ -186,12 +282,17 @@ async fn conversion_and_rules_on_the_chinese_jsonl_gz_corpus_decide_as_the_funct
     assert_eq!(kept, expected_kept);
     let conv = stage(&report, "chinese_convert");
     assert_eq!(conv.rows_in, conv.rows_out);
-    assert_ne!(conv.bytes_in, conv.bytes_out, "t2s changes the bytes of Traditional text");
+    assert_ne!(
+        conv.bytes_in, conv.bytes_out,
+        "t2s changes the bytes of Traditional text"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_stages_see_the_previous_stage_as_input_and_their_drops_are_rejects() {
-    let Some(corpus) = corpus("sql_stages") else { return };
+    let Some(corpus) = corpus("sql_stages") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "name: sql\ninput: {{path: {}/zh, id: id}}\nstages:\n  - text_length: {{min_chars: 20}}\n  - sql: \"SELECT * FROM input WHERE source <> 'fortunes-zh'\"\n  - text_length: {{max_chars: 20000}}\n",
@@ -202,35 +303,69 @@ async fn sql_stages_see_the_previous_stage_as_input_and_their_drops_are_rejects(
     let sql = stage(&report, "sql");
     let fortunes_after_first = {
         let (_, reasons) = outcome(dir.path());
-        reasons.values().filter(|r| r.as_str() == "sql: not selected").count() as u64
+        reasons
+            .values()
+            .filter(|r| r.as_str() == "sql: not selected")
+            .count() as u64
     };
     assert_eq!(sql.rows_rejected, fortunes_after_first);
     assert!(sql.rows_rejected > 100);
     assert_eq!(report.rows_read as usize, docs.len());
     let data = read_parquet_dir(&dir.path().join("out/data"));
-    assert!(strings(&data, "source").iter().all(|s| s.as_deref() != Some("fortunes-zh")));
-    assert!(!dir.path().join("out/_stages").exists(), "checkpoints are removed after success");
+    assert!(
+        strings(&data, "source")
+            .iter()
+            .all(|s| s.as_deref() != Some("fortunes-zh"))
+    );
+    assert!(
+        !dir.path().join("out/_stages").exists(),
+        "checkpoints are removed after success"
+    );
 }
 
 #[test]
 fn a_run_killed_midway_finishes_on_rerun_without_duplicates() {
-    let Some(corpus) = corpus("a_run_killed_midway") else { return };
+    let Some(corpus) = corpus("a_run_killed_midway") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), &format!("name: kill\ninput: {{path: {}/zh, id: id}}\nstages:\n{RULES}", corpus.display()));
+    let p = pipeline(
+        dir.path(),
+        &format!(
+            "name: kill\ninput: {{path: {}/zh, id: id}}\nstages:\n{RULES}",
+            corpus.display()
+        ),
+    );
     let out = dir.path().join("out");
     let bin = env!("CARGO_BIN_EXE_openseek");
-    let args = ["run", p.to_str().unwrap(), "--output", out.to_str().unwrap(), "--task-mb", "1"];
-    let mut child = std::process::Command::new(bin).args(args).env("RUST_LOG", "warn").spawn().unwrap();
+    let args = [
+        "run",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--task-mb",
+        "1",
+    ];
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
     // Kill it once the first task has finished and before the last.
     let tasks = out.join("_tasks");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while std::fs::read_dir(&tasks).map(|d| d.count()).unwrap_or(0) < 1 && std::time::Instant::now() < deadline {
+    while std::fs::read_dir(&tasks).map(|d| d.count()).unwrap_or(0) < 1
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let done_before = std::fs::read_dir(&tasks).unwrap().count();
-    assert!(!out.join("report.json").exists(), "killed before the end ({done_before} tasks done)");
+    assert!(
+        !out.join("report.json").exists(),
+        "killed before the end ({done_before} tasks done)"
+    );
     let (ok, _, stderr) = openseek(&args);
     assert!(ok, "{stderr}");
     let r = report(&out);
@@ -244,6 +379,12 @@ fn a_run_killed_midway_finishes_on_rerun_without_duplicates() {
     assert_eq!((n, ids.len()), (docs.len(), docs.len()), "every row once");
     // No temporaries are left behind.
     for d in ["data", "rejects", "_tasks"] {
-        assert!(std::fs::read_dir(out.join(d)).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+        assert!(
+            std::fs::read_dir(out.join(d)).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp"))
+        );
     }
 }

@@ -19,7 +19,10 @@ impl Format {
     /// The format a file name implies, if any.
     pub fn from_path(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let stem = name.trim_end_matches(".gz").trim_end_matches(".zst").trim_end_matches(".zstd");
+        let stem = name
+            .trim_end_matches(".gz")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".zstd");
         if stem.ends_with(".parquet") {
             Some(Format::Parquet)
         } else if stem.ends_with(".jsonl") || stem.ends_with(".json") || stem.ends_with(".ndjson") {
@@ -44,12 +47,35 @@ pub struct SourceSpec {
     pub on_error: OnError,
     /// Keep the text of malformed rows in the rejects (when there is one).
     pub keep_rejected_text: bool,
+    /// The directory that generated ids name files relative to (`{dataset}/{path}:{line}`), so that
+    /// `a/part-0.jsonl` and `b/part-0.jsonl` give different ids; `None`: the file name alone.
+    pub root: Option<PathBuf>,
 }
 
 impl SourceSpec {
+    /// How generated ids name `file`.
+    pub fn file_label(&self, file: &Path) -> String {
+        let rel = self
+            .root
+            .as_ref()
+            .and_then(|r| file.strip_prefix(r).ok())
+            .filter(|r| !r.as_os_str().is_empty());
+        match rel {
+            Some(r) => r.to_string_lossy().into_owned(),
+            None => file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Total size of the files on disk.
     pub fn bytes_on_disk(&self) -> u64 {
-        self.files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
+        self.files
+            .iter()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -82,7 +108,10 @@ pub fn expand(pattern: &str, format: Option<Format>) -> Result<Vec<PathBuf>> {
 fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
-        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
         if hidden {
             continue;
         }
@@ -97,15 +126,32 @@ fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()
     Ok(())
 }
 
+/// The deepest directory that holds every file.
+pub fn common_root(files: &[PathBuf]) -> Option<PathBuf> {
+    let mut root = files.first()?.parent()?.to_path_buf();
+    for f in files {
+        while !f.starts_with(&root) {
+            root = root.parent()?.to_path_buf();
+        }
+    }
+    Some(root)
+}
+
 /// The one format of a list of files, or an error naming the odd ones out.
 pub fn infer_format(files: &[PathBuf]) -> Result<Format> {
     let mut found = None;
     for f in files {
         let Some(fmt) = Format::from_path(f) else {
-            bail!("{}: unknown file format; name it with `format: jsonl|parquet`", f.display());
+            bail!(
+                "{}: unknown file format; name it with `format: jsonl|parquet`",
+                f.display()
+            );
         };
         if found.is_some_and(|g| g != fmt) {
-            bail!("{}: mixes formats with the other files; name one with `format:`", f.display());
+            bail!(
+                "{}: mixes formats with the other files; name one with `format:`",
+                f.display()
+            );
         }
         found = Some(fmt);
     }

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::value::RawValue;
 
-use super::malformed::{MalformedRow, OnError, ReadStats, RejectSink};
 use super::SourceSpec;
+use super::malformed::{MalformedRow, OnError, ReadStats, RejectSink};
 
 /// Rows per batch, and the text bytes after which a batch is cut early (huge documents).
 pub const BATCH_ROWS: usize = 4096;
@@ -30,9 +32,14 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let name = path.to_string_lossy().to_ascii_lowercase();
     let inner: Box<dyn Read + Send> = if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)))
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            file,
+        )))
     } else if name.ends_with(".zst") || name.ends_with(".zstd") {
-        Box::new(zstd::Decoder::new(file).with_context(|| format!("opening zstd {}", path.display()))?)
+        Box::new(
+            zstd::Decoder::new(file).with_context(|| format!("opening zstd {}", path.display()))?,
+        )
     } else {
         Box::new(file)
     };
@@ -57,10 +64,21 @@ pub fn infer_schema(spec: &SourceSpec) -> Result<SchemaRef> {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            let Ok(line) = std::str::from_utf8(&buf) else { continue };
-            let Ok(obj) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line.trim()) else { continue };
+            let Ok(line) = std::str::from_utf8(&buf) else {
+                continue;
+            };
+            let Ok(obj) =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line.trim())
+            else {
+                continue;
+            };
             for (k, v) in obj {
-                if k == spec.text_column || Some(&k) == spec.id_column.as_ref() || k == "dataset" || k == "id" || k == "text" {
+                if k == spec.text_column
+                    || Some(&k) == spec.id_column.as_ref()
+                    || k == "dataset"
+                    || k == "id"
+                    || k == "text"
+                {
                     continue;
                 }
                 let t = value_type(&v);
@@ -84,7 +102,11 @@ pub fn infer_schema(spec: &SourceSpec) -> Result<SchemaRef> {
 
 /// The columns every document has, first in every table.
 pub fn doc_fields() -> Vec<Field> {
-    vec![Field::new("id", DataType::Utf8, false), Field::new("text", DataType::Utf8, false), Field::new("dataset", DataType::Utf8, false)]
+    vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+    ]
 }
 
 fn value_type(v: &serde_json::Value) -> Option<DataType> {
@@ -102,9 +124,8 @@ fn merge(a: Option<DataType>, b: Option<DataType>) -> Option<DataType> {
     match (a, b) {
         (None, x) | (x, None) => x,
         (Some(a), Some(b)) if a == b => Some(a),
-        (Some(DataType::Int64), Some(DataType::Float64)) | (Some(DataType::Float64), Some(DataType::Int64)) => {
-            Some(DataType::Float64)
-        }
+        (Some(DataType::Int64), Some(DataType::Float64))
+        | (Some(DataType::Float64), Some(DataType::Int64)) => Some(DataType::Float64),
         _ => Some(DataType::Utf8),
     }
 }
@@ -126,10 +147,12 @@ enum Cell {
 }
 
 impl ColBuilder {
+    /// The builder that decodes JSON values for a column of type `t` (the table schema may come from a
+    /// Parquet source: narrower integers and floats decode as 64-bit and are cast at the end).
     fn new(t: &DataType) -> Self {
         match t {
-            DataType::Int64 => ColBuilder::Int64(Int64Builder::new()),
-            DataType::Float64 => ColBuilder::Float64(Float64Builder::new()),
+            t if t.is_integer() => ColBuilder::Int64(Int64Builder::new()),
+            t if t.is_floating() => ColBuilder::Float64(Float64Builder::new()),
             DataType::Boolean => ColBuilder::Boolean(BooleanBuilder::new()),
             _ => ColBuilder::Utf8(StringBuilder::new()),
         }
@@ -137,7 +160,9 @@ impl ColBuilder {
 
     /// Decodes a raw JSON value for this column; `None` when it has the wrong type.
     fn decode(&self, raw: Option<&RawValue>) -> Option<Cell> {
-        let Some(raw) = raw else { return Some(Cell::Null) };
+        let Some(raw) = raw else {
+            return Some(Cell::Null);
+        };
         let s = raw.get();
         if s == "null" {
             return Some(Cell::Null);
@@ -202,7 +227,12 @@ struct BatchBuilder {
 
 impl BatchBuilder {
     fn new(schema: &SchemaRef) -> Self {
-        let extras = schema.fields().iter().skip(3).map(|f| (f.name().clone(), ColBuilder::new(f.data_type()))).collect();
+        let extras = schema
+            .fields()
+            .iter()
+            .skip(3)
+            .map(|f| (f.name().clone(), ColBuilder::new(f.data_type())))
+            .collect();
         Self {
             schema: Arc::clone(schema),
             ids: StringBuilder::new(),
@@ -219,8 +249,35 @@ impl BatchBuilder {
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(self.ids.finish()), Arc::new(self.texts.finish()), Arc::new(self.datasets.finish())];
-        cols.extend(self.extras.iter_mut().map(|(_, b)| b.finish()));
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.ids.finish()),
+            Arc::new(self.texts.finish()),
+            Arc::new(self.datasets.finish()),
+        ];
+        for ((name, b), field) in self
+            .extras
+            .iter_mut()
+            .zip(self.schema.fields().iter().skip(3))
+        {
+            let built = b.finish();
+            let col = if built.data_type() == field.data_type() {
+                built
+            } else {
+                match arrow::compute::cast(&built, field.data_type()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // A column typed by another source (a list, a timestamp) that JSON values
+                        // cannot fill: left null, said once per batch.
+                        tracing::warn!(
+                            "column '{name}' cannot be read from JSON as {}: left null ({e})",
+                            field.data_type()
+                        );
+                        arrow::array::new_null_array(field.data_type(), built.len())
+                    }
+                }
+            };
+            cols.push(col);
+        }
         self.rows = 0;
         self.text_bytes = 0;
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), cols)?)
@@ -239,12 +296,16 @@ pub fn read_file(
 ) -> Result<()> {
     let started = Instant::now();
     let file_name = path.to_string_lossy().to_string();
-    let short_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let mut reader = open(path)?;
+    let short_name = spec.file_label(path);
     let mut builder = BatchBuilder::new(schema);
     let mut buf = Vec::with_capacity(1 << 16);
     let mut line_no: u64 = 0;
-    let reject = |line: u64, reason: &str, detail: Option<String>, id: Option<String>, text: Option<String>| -> Result<()> {
+    let reject = |line: u64,
+                  reason: &str,
+                  detail: Option<String>,
+                  id: Option<String>,
+                  text: Option<String>|
+     -> Result<()> {
         let row = MalformedRow {
             id: id.unwrap_or_else(|| format!("{}/{}:{}", spec.dataset, short_name, line)),
             dataset: spec.dataset.clone(),
@@ -262,6 +323,19 @@ pub fn read_file(
         sink.push(row);
         Ok(())
     };
+    let mut reader = match open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            reject(
+                0,
+                "unreadable_file",
+                Some(format!("{e:#}")),
+                Some(format!("{}/{}", spec.dataset, short_name)),
+                None,
+            )?;
+            return Ok(());
+        }
+    };
     loop {
         buf.clear();
         line_no += 1;
@@ -271,7 +345,10 @@ pub fn read_file(
             Err(e) => {
                 // A truncated or corrupt archive: what was read so far is kept, the rest of the file
                 // cannot be, and the reject says where it stopped.
-                let what = if file_name.ends_with(".gz") || file_name.ends_with(".zst") || file_name.ends_with(".zstd") {
+                let what = if file_name.ends_with(".gz")
+                    || file_name.ends_with(".zst")
+                    || file_name.ends_with(".zstd")
+                {
                     "truncated_archive"
                 } else {
                     "read_error"
@@ -282,34 +359,60 @@ pub fn read_file(
         }
         let Ok(line) = std::str::from_utf8(&buf) else {
             let err = std::str::from_utf8(&buf).unwrap_err();
-            reject(line_no, "invalid_utf8", Some(err.to_string()), None, Some(String::from_utf8_lossy(&buf).into_owned()))?;
+            reject(
+                line_no,
+                "invalid_utf8",
+                Some(err.to_string()),
+                None,
+                Some(String::from_utf8_lossy(&buf).into_owned()),
+            )?;
             continue;
         };
-        let line = line.trim();
+        let line = line.trim_start_matches('\u{feff}').trim();
         if line.is_empty() {
             continue; // a blank line holds no row
         }
         let obj: HashMap<String, &RawValue> = match serde_json::from_str(line) {
             Ok(o) => o,
             Err(e) => {
-                let what = if line.starts_with('{') { "bad_json" } else { "not_object" };
-                reject(line_no, what, Some(e.to_string()), None, Some(line.to_string()))?;
+                let what = if line.starts_with('{') {
+                    "bad_json"
+                } else {
+                    "not_object"
+                };
+                reject(
+                    line_no,
+                    what,
+                    Some(e.to_string()),
+                    None,
+                    Some(line.to_string()),
+                )?;
                 continue;
             }
         };
-        let id = spec.id_column.as_ref().and_then(|c| obj.get(c)).and_then(|raw| {
-            let s = raw.get();
-            if s == "null" {
-                None
-            } else if s.starts_with('"') {
-                serde_json::from_str::<String>(s).ok()
-            } else {
-                Some(s.to_string())
-            }
-        });
+        let id = spec
+            .id_column
+            .as_ref()
+            .and_then(|c| obj.get(c))
+            .and_then(|raw| {
+                let s = raw.get();
+                if s == "null" {
+                    None
+                } else if s.starts_with('"') {
+                    serde_json::from_str::<String>(s).ok()
+                } else {
+                    Some(s.to_string())
+                }
+            });
         let text = match obj.get(&spec.text_column) {
             None => {
-                reject(line_no, "missing_text", Some(format!("no key '{}'", spec.text_column)), id, Some(line.to_string()))?;
+                reject(
+                    line_no,
+                    "missing_text",
+                    Some(format!("no key '{}'", spec.text_column)),
+                    id,
+                    Some(line.to_string()),
+                )?;
                 continue;
             }
             Some(raw) if raw.get() == "null" => {
@@ -317,13 +420,25 @@ pub fn read_file(
                 continue;
             }
             Some(raw) if !raw.get().starts_with('"') => {
-                reject(line_no, "non_string_text", Some(format!("'{}' is not a string", spec.text_column)), id, Some(line.to_string()))?;
+                reject(
+                    line_no,
+                    "non_string_text",
+                    Some(format!("'{}' is not a string", spec.text_column)),
+                    id,
+                    Some(line.to_string()),
+                )?;
                 continue;
             }
             Some(raw) => match serde_json::from_str::<String>(raw.get()) {
                 Ok(t) => t,
                 Err(e) => {
-                    reject(line_no, "bad_json", Some(e.to_string()), id, Some(line.to_string()))?;
+                    reject(
+                        line_no,
+                        "bad_json",
+                        Some(e.to_string()),
+                        id,
+                        Some(line.to_string()),
+                    )?;
                     continue;
                 }
             },
@@ -340,8 +455,17 @@ pub fn read_file(
             }
         }
         if let Some(key) = mistyped {
-            let want = schema.field_with_name(&key).map(|f| f.data_type().to_string()).unwrap_or_default();
-            reject(line_no, &format!("mistyped:{key}"), Some(format!("expected {want}")), id, Some(line.to_string()))?;
+            let want = schema
+                .field_with_name(&key)
+                .map(|f| f.data_type().to_string())
+                .unwrap_or_default();
+            reject(
+                line_no,
+                &format!("mistyped:{key}"),
+                Some(format!("expected {want}")),
+                id,
+                Some(line.to_string()),
+            )?;
             continue;
         }
         let id = id.unwrap_or_else(|| format!("{}/{}:{}", spec.dataset, short_name, line_no));

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, new_null_array,
+};
 use arrow::compute::{cast, filter};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::SourceSpec;
 use super::jsonl::doc_fields;
 use super::malformed::{MalformedRow, OnError, ReadStats, RejectSink};
-use super::SourceSpec;
 
 /// Rows per batch: web documents average a few KB, so this keeps batches at a few MB.
 const BATCH_ROWS: usize = 2048;
@@ -22,7 +24,12 @@ const BATCH_ROWS: usize = 2048;
 fn is_text_type(t: &DataType) -> bool {
     matches!(
         t,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
     )
 }
 
@@ -30,18 +37,34 @@ fn is_text_type(t: &DataType) -> bool {
 pub fn infer_schema(spec: &SourceSpec) -> Result<SchemaRef> {
     let first = spec.files.first().context("no input files")?;
     let file = File::open(first).with_context(|| format!("opening {}", first.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading Parquet footer of {}", first.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading Parquet footer of {}", first.display()))?;
     let source = builder.schema();
-    let text = source
-        .field_with_name(&spec.text_column)
-        .map_err(|_| anyhow!("{}: no text column '{}' (columns: {})", first.display(), spec.text_column, names(source)))?;
+    let text = source.field_with_name(&spec.text_column).map_err(|_| {
+        anyhow!(
+            "{}: no text column '{}' (columns: {})",
+            first.display(),
+            spec.text_column,
+            names(source)
+        )
+    })?;
     if !is_text_type(text.data_type()) {
-        bail!("{}: text column '{}' is {}, not a string", first.display(), spec.text_column, text.data_type());
+        bail!(
+            "{}: text column '{}' is {}, not a string",
+            first.display(),
+            spec.text_column,
+            text.data_type()
+        );
     }
     let mut fields = doc_fields();
     for f in source.fields() {
         let n = f.name();
-        if n == &spec.text_column || Some(n) == spec.id_column.as_ref() || n == "id" || n == "text" || n == "dataset" {
+        if n == &spec.text_column
+            || Some(n) == spec.id_column.as_ref()
+            || n == "id"
+            || n == "text"
+            || n == "dataset"
+        {
             continue;
         }
         fields.push(Field::new(n, f.data_type().clone(), true));
@@ -50,7 +73,12 @@ pub fn infer_schema(spec: &SourceSpec) -> Result<SchemaRef> {
 }
 
 fn names(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads one Parquet file into batches of the table schema.
@@ -64,28 +92,57 @@ pub fn read_file(
 ) -> Result<()> {
     let started = Instant::now();
     let file_name = path.to_string_lossy().to_string();
-    let short_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let short_name = spec.file_label(path);
     let opened = File::open(path)
         .map_err(anyhow::Error::from)
-        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(anyhow::Error::from))
-        .and_then(|b| b.with_batch_size(BATCH_ROWS).build().map_err(anyhow::Error::from));
-    let reader = match opened {
+        .and_then(open_reader);
+    let (reader, source_schema) = match opened {
         Ok(r) => r,
-        Err(e) => return file_error(spec, sink, stats, &file_name, &short_name, "corrupt_file", e),
+        Err(e) => {
+            return file_error(
+                spec,
+                sink,
+                stats,
+                &file_name,
+                &short_name,
+                "corrupt_file",
+                e,
+            );
+        }
     };
-    let source_schema = reader.schema();
-    let text_idx = source_schema
-        .index_of(&spec.text_column)
-        .map_err(|_| anyhow!("{file_name}: no text column '{}' (columns: {})", spec.text_column, names(&source_schema)))?;
+    let text_idx = source_schema.index_of(&spec.text_column).map_err(|_| {
+        anyhow!(
+            "{file_name}: no text column '{}' (columns: {})",
+            spec.text_column,
+            names(&source_schema)
+        )
+    })?;
     if !is_text_type(source_schema.field(text_idx).data_type()) {
-        bail!("{file_name}: text column '{}' is {}, not a string", spec.text_column, source_schema.field(text_idx).data_type());
+        bail!(
+            "{file_name}: text column '{}' is {}, not a string",
+            spec.text_column,
+            source_schema.field(text_idx).data_type()
+        );
     }
-    let id_idx = spec.id_column.as_ref().and_then(|c| source_schema.index_of(c).ok());
+    let id_idx = spec
+        .id_column
+        .as_ref()
+        .and_then(|c| source_schema.index_of(c).ok());
     let mut row_base: u64 = 0;
     for batch in reader {
         let batch = match batch {
             Ok(b) => b,
-            Err(e) => return file_error(spec, sink, stats, &file_name, &short_name, "corrupt_file", e.into()),
+            Err(e) => {
+                return file_error(
+                    spec,
+                    sink,
+                    stats,
+                    &file_name,
+                    &short_name,
+                    "corrupt_file",
+                    e.into(),
+                );
+            }
         };
         let n = batch.num_rows();
         // Text: nulls and invalid UTF-8 are rejects; everything else becomes Utf8.
@@ -94,14 +151,27 @@ pub fn read_file(
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
                 let bin = cast(raw_text, &DataType::LargeBinary)?;
                 let bin = bin.as_binary::<i64>();
-                let ok: Vec<bool> = (0..n).map(|i| bin.is_null(i) || std::str::from_utf8(bin.value(i)).is_ok()).collect();
-                let strs: StringArray = (0..n).map(|i| if bin.is_valid(i) && ok[i] { std::str::from_utf8(bin.value(i)).ok() } else { None }).collect();
+                let ok: Vec<bool> = (0..n)
+                    .map(|i| bin.is_null(i) || std::str::from_utf8(bin.value(i)).is_ok())
+                    .collect();
+                let strs: StringArray = (0..n)
+                    .map(|i| {
+                        if bin.is_valid(i) && ok[i] {
+                            std::str::from_utf8(bin.value(i)).ok()
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
                 (Arc::new(strs), Some(ok))
             }
             _ => (cast(raw_text, &DataType::Utf8)?, None),
         };
         let ids: Option<ArrayRef> = match id_idx {
-            Some(i) => Some(cast(batch.column(i), &DataType::Utf8).with_context(|| format!("{file_name}: id column"))?),
+            Some(i) => Some(
+                cast(batch.column(i), &DataType::Utf8)
+                    .with_context(|| format!("{file_name}: id column"))?,
+            ),
             None => None,
         };
         let ids = ids.as_ref().map(|a| a.as_string::<i32>());
@@ -147,20 +217,28 @@ pub fn read_file(
         let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(id_col)), texts, dataset];
         for f in schema.fields().iter().skip(3) {
             let col = match source_schema.index_of(f.name()) {
-                Ok(i) => cast(batch.column(i), f.data_type())
-                    .with_context(|| format!("{file_name}: column '{}' cannot be read as {}", f.name(), f.data_type()))?,
+                Ok(i) => cast(batch.column(i), f.data_type()).with_context(|| {
+                    format!(
+                        "{file_name}: column '{}' cannot be read as {}",
+                        f.name(),
+                        f.data_type()
+                    )
+                })?,
                 Err(_) => new_null_array(f.data_type(), n),
             };
             cols.push(col);
         }
-        let out = RecordBatch::try_new(Arc::clone(schema), cols).with_context(|| format!("{file_name}: batch"))?;
-        let out = if keep.iter().all(|&k| k) {
-            out
+        // Rejected rows leave before the batch is built: `text` is declared non-null.
+        let cols = if keep.iter().all(|&k| k) {
+            cols
         } else {
             let mask = BooleanArray::from(keep);
-            let cols = out.columns().iter().map(|c| filter(c, &mask)).collect::<std::result::Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(Arc::clone(schema), cols)?
+            cols.iter()
+                .map(|c| filter(c, &mask))
+                .collect::<std::result::Result<Vec<_>, _>>()?
         };
+        let out = RecordBatch::try_new(Arc::clone(schema), cols)
+            .with_context(|| format!("{file_name}: batch"))?;
         row_base += n as u64;
         stats.add(&stats.rows_ok, out.num_rows() as u64);
         if out.num_rows() > 0 && !emit(out) {
@@ -169,6 +247,20 @@ pub fn read_file(
     }
     stats.add(&stats.nanos, started.elapsed().as_nanos() as u64);
     Ok(())
+}
+
+/// Opens a Parquet file; returns the reader and the file's schema. (A text column stored as STRING is
+/// validated as UTF-8 by the decoder, which arrow-rs will not read as bytes instead; a text column
+/// stored as BINARY is checked row by row below.)
+fn open_reader(
+    file: File,
+) -> Result<(
+    parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    SchemaRef,
+)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = Arc::clone(builder.schema());
+    Ok((builder.with_batch_size(BATCH_ROWS).build()?, schema))
 }
 
 /// A file that cannot be read at all (bad footer, corrupt page): one reject for the file, or an error.

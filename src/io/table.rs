@@ -27,24 +27,46 @@ pub struct CorpusTable {
 
 impl fmt::Debug for CorpusTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CorpusTable").field("dataset", &self.spec.dataset).field("files", &self.spec.files.len()).finish()
+        f.debug_struct("CorpusTable")
+            .field("dataset", &self.spec.dataset)
+            .field("files", &self.spec.files.len())
+            .finish()
     }
 }
 
 impl CorpusTable {
     /// Opens a corpus: infers its schema from the first file(s); nothing else is read until a query runs.
-    pub fn try_new(spec: SourceSpec, sink: Arc<dyn RejectSink>, stats: Arc<ReadStats>) -> anyhow::Result<Self> {
+    pub fn try_new(
+        spec: SourceSpec,
+        sink: Arc<dyn RejectSink>,
+        stats: Arc<ReadStats>,
+    ) -> anyhow::Result<Self> {
         let schema = match spec.format {
             Format::Jsonl => jsonl::infer_schema(&spec)?,
             Format::Parquet => parquet_source::infer_schema(&spec)?,
         };
-        Ok(Self { spec: Arc::new(spec), schema, sink, stats })
+        Ok(Self {
+            spec: Arc::new(spec),
+            schema,
+            sink,
+            stats,
+        })
     }
 
     /// Opens a corpus with a known schema (the run infers it once for all its tasks, so that every
     /// part has the same columns).
-    pub fn with_schema(spec: SourceSpec, schema: SchemaRef, sink: Arc<dyn RejectSink>, stats: Arc<ReadStats>) -> Self {
-        Self { spec: Arc::new(spec), schema, sink, stats }
+    pub fn with_schema(
+        spec: SourceSpec,
+        schema: SchemaRef,
+        sink: Arc<dyn RejectSink>,
+        stats: Arc<ReadStats>,
+    ) -> Self {
+        Self {
+            spec: Arc::new(spec),
+            schema,
+            sink,
+            stats,
+        }
     }
 
     pub fn spec(&self) -> &SourceSpec {
@@ -57,8 +79,12 @@ impl CorpusTable {
 
     /// Splits the files into `n` groups of similar total size (largest first onto the lightest group).
     fn groups(&self, n: usize) -> Vec<Vec<std::path::PathBuf>> {
-        let mut files: Vec<(u64, std::path::PathBuf)> =
-            self.spec.files.iter().map(|f| (f.metadata().map(|m| m.len()).unwrap_or(0), f.clone())).collect();
+        let mut files: Vec<(u64, std::path::PathBuf)> = self
+            .spec
+            .files
+            .iter()
+            .map(|f| (f.metadata().map(|m| m.len()).unwrap_or(0), f.clone()))
+            .collect();
         files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let n = n.clamp(1, files.len().max(1));
         let mut groups: Vec<(u64, Vec<std::path::PathBuf>)> = vec![(0, Vec::new()); n];
@@ -67,10 +93,13 @@ impl CorpusTable {
             g.0 += size;
             g.1.push(f);
         }
-        groups.into_iter().map(|mut g| {
-            g.1.sort();
-            g.1
-        }).collect()
+        groups
+            .into_iter()
+            .map(|mut g| {
+                g.1.sort();
+                g.1
+            })
+            .collect()
     }
 }
 
@@ -104,7 +133,14 @@ impl TableProvider for CorpusTable {
                 }) as Arc<dyn PartitionStream>
             })
             .collect();
-        Ok(Arc::new(StreamingTableExec::try_new(Arc::clone(&self.schema), partitions, projection, [], false, limit)?))
+        Ok(Arc::new(StreamingTableExec::try_new(
+            Arc::clone(&self.schema),
+            partitions,
+            projection,
+            [],
+            false,
+            limit,
+        )?))
     }
 }
 
@@ -119,7 +155,9 @@ struct FilesPartition {
 
 impl fmt::Debug for FilesPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FilesPartition").field("files", &self.files.len()).finish()
+        f.debug_struct("FilesPartition")
+            .field("files", &self.files.len())
+            .finish()
     }
 }
 
@@ -132,13 +170,27 @@ impl PartitionStream for FilesPartition {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         let files = self.files.clone();
-        let (spec, schema, sink, stats) = (Arc::clone(&self.spec), Arc::clone(&self.schema), Arc::clone(&self.sink), Arc::clone(&self.stats));
+        let (spec, schema, sink, stats) = (
+            Arc::clone(&self.spec),
+            Arc::clone(&self.schema),
+            Arc::clone(&self.sink),
+            Arc::clone(&self.stats),
+        );
         builder.spawn_blocking(move || {
             let mut emit = |b| tx.blocking_send(Ok(b)).is_ok();
             for file in &files {
                 let read = match spec.format {
-                    Format::Jsonl => jsonl::read_file(file, &spec, &schema, sink.as_ref(), &stats, &mut emit),
-                    Format::Parquet => parquet_source::read_file(file, &spec, &schema, sink.as_ref(), &stats, &mut emit),
+                    Format::Jsonl => {
+                        jsonl::read_file(file, &spec, &schema, sink.as_ref(), &stats, &mut emit)
+                    }
+                    Format::Parquet => parquet_source::read_file(
+                        file,
+                        &spec,
+                        &schema,
+                        sink.as_ref(),
+                        &stats,
+                        &mut emit,
+                    ),
                 };
                 read.map_err(|e| DataFusionError::External(format!("{e:#}").into()))?;
                 if tx.is_closed() {

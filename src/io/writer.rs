@@ -48,7 +48,10 @@ pub struct PartWriter {
 
 /// The temporary name of a part: hidden, so that readers of the directory never pick it up.
 pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -63,15 +66,26 @@ impl PartWriter {
             OutFormat::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-                    .set_max_row_group_size(ROW_GROUP_ROWS)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .build();
-                Inner::Parquet(ArrowWriter::try_new(file, SchemaRef::clone(schema), Some(props))?)
+                Inner::Parquet(ArrowWriter::try_new(
+                    file,
+                    SchemaRef::clone(schema),
+                    Some(props),
+                )?)
             }
-            OutFormat::Jsonl => {
-                Inner::Jsonl(WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(BufWriter::with_capacity(1 << 20, file)))
-            }
+            OutFormat::Jsonl => Inner::Jsonl(
+                WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, LineDelimited>(BufWriter::with_capacity(1 << 20, file)),
+            ),
         };
-        Ok(Self { tmp, path: path.to_path_buf(), inner, rows: 0 })
+        Ok(Self {
+            tmp,
+            path: path.to_path_buf(),
+            inner,
+            rows: 0,
+        })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -94,8 +108,8 @@ impl PartWriter {
         };
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("renaming {} into place", self.path.display()))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("renaming {} into place", self.path.display()))?;
         Ok(self.rows)
     }
 }
-

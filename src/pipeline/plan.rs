@@ -12,14 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
+use datafusion::execution::FunctionRegistry;
 use datafusion::functions::expr_fn::octet_length;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, cast, col, lit, when,
+    ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    cast, col, lit, when,
 };
 use datafusion::prelude::{DataFrame, SessionContext};
-use arrow::datatypes::DataType;
 
 use super::stage::{Stage, StageKind};
 
@@ -40,6 +42,11 @@ pub fn is_internal(name: &str) -> bool {
     name.starts_with("__os_")
 }
 
+/// Bytes of the text as Int64 (`octet_length` gives Int32 for Utf8).
+fn text_bytes() -> Expr {
+    cast(octet_length(column("text")), DataType::Int64)
+}
+
 fn column(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
@@ -50,7 +57,7 @@ pub fn start(df: DataFrame) -> Result<DataFrame> {
         .with_column(STAGE_COL, lit(ScalarValue::Int32(None)))?
         .with_column(REASON_COL, lit(ScalarValue::Utf8(None)))?
         .with_column(VALUE_COL, lit(ScalarValue::Float64(None)))?
-        .with_column(&bytes_col(None), octet_length(column("text")))?)
+        .with_column(&bytes_col(None), text_bytes())?)
 }
 
 /// Applies row stages `stages` (with their pipeline indexes) to `df`. `timers` receives, per stage, the
@@ -65,7 +72,9 @@ pub fn apply(
     for (&(idx, stage), timer) in stages.iter().zip(timers) {
         let gate = match &stage.where_ {
             Some(w) => {
-                let pred = ctx.parse_sql_expr(w, df.schema()).with_context(|| format!("{}: where: {w}", stage.label))?;
+                let pred = ctx
+                    .parse_sql_expr(w, df.schema())
+                    .with_context(|| format!("{}: where: {w}", stage.label))?;
                 alive().and(pred)
             }
             None => alive(),
@@ -87,18 +96,36 @@ pub fn apply(
                     (None, Some(a)) => a.clone(),
                     (None, None) => lit(false),
                 };
-                let mut reason = datafusion::logical_expr::conditional_expressions::CaseBuilder::new(None, vec![], vec![], None);
+                let mut reason =
+                    datafusion::logical_expr::conditional_expressions::CaseBuilder::new(
+                        None,
+                        vec![],
+                        vec![],
+                        None,
+                    );
                 if let (Some(b), Some(m)) = (&below, f.min) {
-                    reason = reason.when(alive().and(b.clone()), lit(format!("{} < {}", stage.label, fmt_num(m))));
+                    reason = reason.when(
+                        alive().and(b.clone()),
+                        lit(format!("{} < {}", stage.label, fmt_num(m))),
+                    );
                 }
                 if let (Some(a), Some(m)) = (&above, f.max) {
-                    reason = reason.when(alive().and(a.clone()), lit(format!("{} > {}", stage.label, fmt_num(m))));
+                    reason = reason.when(
+                        alive().and(a.clone()),
+                        lit(format!("{} > {}", stage.label, fmt_num(m))),
+                    );
                 }
                 let rejected = alive().and(fails);
                 let replacements = vec![
-                    (STAGE_COL, when(rejected.clone(), lit(idx as i32)).otherwise(column(STAGE_COL))?),
+                    (
+                        STAGE_COL,
+                        when(rejected.clone(), lit(idx as i32)).otherwise(column(STAGE_COL))?,
+                    ),
                     (REASON_COL, reason.otherwise(column(REASON_COL))?),
-                    (VALUE_COL, when(rejected, column(TMP_VALUE)).otherwise(column(VALUE_COL))?),
+                    (
+                        VALUE_COL,
+                        when(rejected, column(TMP_VALUE)).otherwise(column(VALUE_COL))?,
+                    ),
                 ];
                 df = replace_columns(df, replacements, &[TMP_VALUE])?;
             }
@@ -109,7 +136,7 @@ pub fn apply(
                 }
                 let rewritten = timed_call(ctx, m.function, &m.args, timer)?;
                 df = df.with_column("text", when(gate, rewritten).otherwise(column("text"))?)?;
-                df = df.with_column(&bytes_col(Some(idx)), when(alive(), octet_length(column("text"))).end()?)?;
+                df = df.with_column(&bytes_col(Some(idx)), when(alive(), text_bytes()).end()?)?;
             }
             StageKind::Sql(_) => unreachable!("sql stages split segments"),
         }
@@ -118,7 +145,11 @@ pub fn apply(
 }
 
 /// Replaces some columns in place (keeping their position) and drops others, in one projection.
-fn replace_columns(df: DataFrame, replacements: Vec<(&str, Expr)>, drop: &[&str]) -> Result<DataFrame> {
+fn replace_columns(
+    df: DataFrame,
+    replacements: Vec<(&str, Expr)>,
+    drop: &[&str],
+) -> Result<DataFrame> {
     let mut repl: std::collections::HashMap<&str, Expr> = replacements.into_iter().collect();
     let exprs: Vec<Expr> = df
         .schema()
@@ -134,16 +165,33 @@ fn replace_columns(df: DataFrame, replacements: Vec<(&str, Expr)>, drop: &[&str]
 }
 
 fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v}") }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
 }
 
 /// `function(text, args…)`, through a wrapper that adds the time spent to `timer`.
-fn timed_call(ctx: &SessionContext, function: &str, args: &[ScalarValue], timer: &Arc<AtomicU64>) -> Result<Expr> {
-    let udf = ctx.udf(function).with_context(|| format!("function {function} is not registered"))?;
-    let timed = ScalarUDF::new_from_impl(TimedUdf { inner: udf, nanos: Arc::clone(timer) });
+fn timed_call(
+    ctx: &SessionContext,
+    function: &str,
+    args: &[ScalarValue],
+    timer: &Arc<AtomicU64>,
+) -> Result<Expr> {
+    let udf = ctx
+        .udf(function)
+        .with_context(|| format!("function {function} is not registered"))?;
+    let timed = ScalarUDF::new_from_impl(TimedUdf {
+        inner: udf,
+        nanos: Arc::clone(timer),
+    });
     let mut call_args = vec![col("text")];
     call_args.extend(args.iter().cloned().map(lit));
-    Ok(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(timed), call_args)))
+    Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(timed),
+        call_args,
+    )))
 }
 
 /// Delegates to a UDF and measures the time spent in it, for the per-stage `seconds` of the report.
@@ -179,10 +227,14 @@ impl ScalarUDFImpl for TimedUdf {
     fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
         self.inner.return_type(args)
     }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
         let t = Instant::now();
         let out = self.inner.invoke_with_args(args);
-        self.nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out
     }
     fn documentation(&self) -> Option<&Documentation> {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use arrow::array::AsArray;
 use datafusion::common::JoinType;
 use datafusion::functions::expr_fn::octet_length;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -29,9 +30,9 @@ use crate::io::files::{expand, infer_format};
 use crate::io::malformed::RejectBuffer;
 use crate::io::writer::OutFormat;
 use crate::io::{CorpusTable, Format, ReadStats, SourceSpec};
-use datafusion::datasource::TableProvider;
 use crate::progress::Progress;
 use crate::report::{PartInfo, Report, StageReport};
+use datafusion::datasource::TableProvider;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -51,7 +52,14 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { output: None, fresh: false, catalog: None, task_bytes: 256 << 20, task_files: 1000, print_summary: true }
+        Self {
+            output: None,
+            fresh: false,
+            catalog: None,
+            task_bytes: 256 << 20,
+            task_files: 1000,
+            print_summary: true,
+        }
     }
 }
 
@@ -79,7 +87,8 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
     let started = Instant::now();
     let spec = PipelineSpec::load(pipeline)?;
     let base = pipeline.parent().unwrap_or(Path::new("."));
-    let stages = parse_stages(&spec.stages, base).with_context(|| format!("pipeline {}", pipeline.display()))?;
+    let stages = parse_stages(&spec.stages, base)
+        .with_context(|| format!("pipeline {}", pipeline.display()))?;
     for s in &stages {
         if let Some((kind, path)) = &s.lexicon_file {
             engine.load_lexicon(*kind, path)?;
@@ -89,27 +98,52 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
     let (out_dir, out_format) = match (&opts.output, &spec.output) {
         (Some(p), o) => (p.clone(), o.as_ref().map(|o| o.format).unwrap_or_default()),
         (None, Some(o)) => (PathBuf::from(&o.path), o.format),
-        (None, None) => bail!("{}: no `output:` in the pipeline and no --output", pipeline.display()),
+        (None, None) => bail!(
+            "{}: no `output:` in the pipeline and no --output",
+            pipeline.display()
+        ),
     };
-    if let Some(done) = prepare_dir(&out_dir, &spec, &sources, out_format, opts.fresh)? {
+    let schema = union_schema(&sources)?;
+    if let Some(done) = prepare_dir(&out_dir, &spec, &stages, &sources, out_format, opts)? {
         tracing::info!("{} is already complete: nothing to do", out_dir.display());
         if opts.print_summary {
-            println!("{}\n(already complete: {})", done.table(), out_dir.join("report.json").display());
+            println!(
+                "{}\n(already complete: {})",
+                done.table(),
+                out_dir.join("report.json").display()
+            );
         }
         return Ok(done);
     }
 
-    let mut segments = vec![Segment { sql: None, rows: vec![] }];
+    let mut segments = vec![Segment {
+        sql: None,
+        rows: vec![],
+    }];
     for (i, s) in stages.iter().enumerate() {
         match s.kind {
-            StageKind::Sql(_) => segments.push(Segment { sql: Some(i), rows: vec![] }),
+            StageKind::Sql(_) => segments.push(Segment {
+                sql: Some(i),
+                rows: vec![],
+            }),
             _ => segments.last_mut().expect("one segment").rows.push(i),
         }
     }
-    let schema = union_schema(&sources)?;
     let progress = Arc::new(Progress::default());
     let ticker = progress.spawn(&spec.name);
-    let result = run_segments(engine, &stages, &segments, &sources, schema, &out_dir, out_format, spec.keep_rejected_text, opts, &progress).await;
+    let result = run_segments(
+        engine,
+        &stages,
+        &segments,
+        &sources,
+        schema,
+        &out_dir,
+        out_format,
+        spec.keep_rejected_text,
+        opts,
+        &progress,
+    )
+    .await;
     progress.stop();
     let _ = ticker.join();
     let markers = result?;
@@ -123,7 +157,10 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
     let mut by_name: BTreeMap<String, StageReport> = BTreeMap::new();
     for (final_seg, m) in &markers {
         for s in &m.stages {
-            by_name.entry(s.name.clone()).or_insert_with(|| StageReport::new(&s.name)).merge(s);
+            by_name
+                .entry(s.name.clone())
+                .or_insert_with(|| StageReport::new(&s.name))
+                .merge(s);
         }
         if let Some(p) = &m.data {
             if *final_seg {
@@ -135,13 +172,18 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
         }
     }
     let order = std::iter::once("read".to_string()).chain(stages.iter().map(|s| s.label.clone()));
-    report.stages = order.map(|n| by_name.remove(&n).unwrap_or_else(|| StageReport::new(&n))).collect();
+    report.stages = order
+        .map(|n| by_name.remove(&n).unwrap_or_else(|| StageReport::new(&n)))
+        .collect();
     report.rows_read = report.stages[0].rows_in;
     report.rows_written = report.parts.iter().map(|p| p.rows).sum();
     report.rows_rejected = report.stages.iter().map(|s| s.rows_rejected).sum();
     report.seconds = started.elapsed().as_secs_f64();
     for p in report.parts.iter_mut().chain(report.rejects.iter_mut()) {
-        p.path = Path::new(&p.path).strip_prefix(&out_dir).map(|r| r.to_string_lossy().into_owned()).unwrap_or(p.path.clone());
+        p.path = Path::new(&p.path)
+            .strip_prefix(&out_dir)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or(p.path.clone());
     }
     if let Err(e) = report.check() {
         bail!("the counts of this run do not add up ({e}); this is a bug, please report it");
@@ -172,11 +214,22 @@ async fn run_segments(
     let last = segments.len() - 1;
     for (j, seg) in segments.iter().enumerate() {
         let final_seg = j == last;
-        let (data_dir, format) = if final_seg { (out_dir.join("data"), out_format) } else { (out_dir.join("_stages").join(j.to_string()), OutFormat::Parquet) };
+        let (data_dir, format) = if final_seg {
+            (out_dir.join("data"), out_format)
+        } else {
+            (
+                out_dir.join("_stages").join(j.to_string()),
+                OutFormat::Parquet,
+            )
+        };
         let row_stages: Vec<(usize, &Stage)> = seg.rows.iter().map(|&i| (i, &stages[i])).collect();
         match seg.sql {
             None => {
-                let all_tasks = sources.iter().flat_map(|s| tasks(&s.files, opts.task_bytes, opts.task_files).into_iter().map(move |f| (s, f)));
+                let all_tasks = sources.iter().flat_map(|s| {
+                    tasks(&s.files, opts.task_bytes, opts.task_files)
+                        .into_iter()
+                        .map(move |f| (s, f))
+                });
                 for (t, (source, files)) in all_tasks.enumerate() {
                     let marker_path = out_dir.join("_tasks").join(format!("{j}-{t:05}.json"));
                     if let Some(m) = read_marker(&marker_path)? {
@@ -186,9 +239,21 @@ async fn run_segments(
                     tracing::info!("segment {j} task {t}: {} file(s)", files.len());
                     let stats = Arc::new(ReadStats::default());
                     let buffer = Arc::new(RejectBuffer::default());
-                    let disk_bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
-                    let task_source = SourceSpec { files, ..source.clone() };
-                    let table = CorpusTable::with_schema(task_source, Arc::clone(&schema), buffer.clone(), Arc::clone(&stats));
+                    let disk_bytes: u64 = files
+                        .iter()
+                        .filter_map(|f| f.metadata().ok())
+                        .map(|m| m.len())
+                        .sum();
+                    let task_source = SourceSpec {
+                        files,
+                        ..source.clone()
+                    };
+                    let table = CorpusTable::with_schema(
+                        task_source,
+                        Arc::clone(&schema),
+                        buffer.clone(),
+                        Arc::clone(&stats),
+                    );
                     progress.track(&stats);
                     let df = engine.ctx.read_table(Arc::new(table))?;
                     let name = format!("part-{j}-{t:05}");
@@ -224,19 +289,61 @@ async fn run_segments(
                     markers.push((final_seg, m));
                     continue;
                 }
-                let StageKind::Sql(query) = &stages[sql_idx].kind else { unreachable!("sql segment") };
+                let StageKind::Sql(query) = &stages[sql_idx].kind else {
+                    unreachable!("sql segment")
+                };
                 let label = &stages[sql_idx].label;
                 let prev = out_dir.join("_stages").join((j - 1).to_string());
                 let _ = engine.ctx.deregister_table("input");
-                engine.ctx.register_parquet("input", prev.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+                engine
+                    .ctx
+                    .register_parquet(
+                        "input",
+                        prev.to_string_lossy().as_ref(),
+                        ParquetReadOptions::default(),
+                    )
+                    .await?;
                 let input = engine.ctx.table("input").await?;
                 let (rows_in, bytes_in) = count_rows_bytes(input.clone()).await?;
-                let out = engine.ctx.sql(query).await.with_context(|| format!("{label}: {query}"))?;
+                let query_df = engine
+                    .ctx
+                    .sql(query)
+                    .await
+                    .with_context(|| format!("{label}: {query}"))?;
                 for c in ["id", "text", "dataset"] {
-                    if out.schema().field_with_unqualified_name(c).is_err() {
-                        bail!("{label}: the query must keep the `{c}` column (it returns {})", out.schema().field_names().join(", "));
+                    if query_df.schema().field_with_unqualified_name(c).is_err() {
+                        bail!(
+                            "{label}: the query must keep the `{c}` column (it returns {})",
+                            query_df.schema().field_names().join(", ")
+                        );
                     }
                 }
+                // The query runs once, into a checkpoint that both the anti-join and the next stages read,
+                // so that a query that is not deterministic (LIMIT, sampling) still accounts exactly.
+                let result_dir = out_dir.join("_stages").join(format!("{j}-sql"));
+                let _ = std::fs::remove_dir_all(&result_dir);
+                {
+                    let mut stream = query_df.execute_stream().await?;
+                    let mut w = crate::io::writer::PartWriter::create(
+                        &result_dir.join("part.parquet"),
+                        OutFormat::Parquet,
+                        &stream.schema(),
+                    )?;
+                    while let Some(b) = stream.next().await {
+                        w.write(&b?)?;
+                    }
+                    w.finish()?;
+                }
+                let _ = engine.ctx.deregister_table("__os_sql_result");
+                engine
+                    .ctx
+                    .register_parquet(
+                        "__os_sql_result",
+                        result_dir.to_string_lossy().as_ref(),
+                        ParquetReadOptions::default(),
+                    )
+                    .await?;
+                let out = engine.ctx.table("__os_sql_result").await?;
                 let name = format!("part-{j}-00000");
                 let mut sink = SegmentSink::new(
                     sink_stages(&row_stages),
@@ -248,29 +355,41 @@ async fn run_segments(
                 );
                 // Rows of `input` that the query did not return are its rejects.
                 let kept = out.clone().select(vec![col("id").alias("__os_kept_id")])?;
-                let dropped = input.join(kept, JoinType::LeftAnti, &["id"], &["__os_kept_id"], None)?;
-                let mut dropped = dropped.select(vec![col("id"), col("dataset")])?.execute_stream().await?;
+                let dropped =
+                    input.join(kept, JoinType::LeftAnti, &["id"], &["__os_kept_id"], None)?;
+                let mut dropped = dropped
+                    .select(vec![col("id"), col("dataset"), col("text")])?
+                    .execute_stream()
+                    .await?;
                 let mut sql_report = StageReport::new(label);
                 sql_report.rows_in = rows_in;
                 sql_report.bytes_in = bytes_in;
+                let reason = format!("{label}: not selected");
                 while let Some(b) = dropped.next().await {
                     let b = b?;
-                    let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
-                    let ds = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
-                    let (ids, ds) = (arrow::array::AsArray::as_string::<i32>(&ids), arrow::array::AsArray::as_string::<i32>(&ds));
+                    let utf8 = |i: usize| {
+                        arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8)
+                    };
+                    let (ids, ds, texts) = (utf8(0)?, utf8(1)?, utf8(2)?);
+                    let (ids, ds, texts) = (
+                        ids.as_string::<i32>(),
+                        ds.as_string::<i32>(),
+                        texts.as_string::<i32>(),
+                    );
                     let mut rows = RejectRows::with_capacity(b.num_rows());
                     for i in 0..b.num_rows() {
                         rows.id.push(ids.value(i).to_string());
                         rows.dataset.push(ds.value(i).to_string());
                         rows.stage.push(label.clone());
-                        rows.reason.push(format!("{label}: not selected"));
+                        rows.reason.push(reason.clone());
                         rows.value.push(None);
                         rows.file.push(None);
                         rows.line.push(None);
                         rows.detail.push(None);
-                        rows.text.push(None);
+                        rows.text
+                            .push(keep_text.then(|| texts.value(i).to_string()));
                     }
-                    sql_report.reject(&format!("{label}: not selected"), b.num_rows() as u64);
+                    sql_report.reject(&reason, b.num_rows() as u64);
                     sink.write_rejects(rows)?;
                 }
                 let timers = stream_segment(engine, out, &row_stages, &mut sink).await?;
@@ -288,6 +407,7 @@ async fn run_segments(
                 let marker = finish_task(sink, timers, None, Some(sql_report), &marker_path)?;
                 markers.push((final_seg, marker));
                 let _ = engine.ctx.deregister_table("input");
+                let _ = engine.ctx.deregister_table("__os_sql_result");
             }
         }
     }
@@ -295,13 +415,29 @@ async fn run_segments(
 }
 
 fn sink_stages(row_stages: &[(usize, &Stage)]) -> Vec<SinkStage> {
-    row_stages.iter().map(|(i, s)| SinkStage { idx: *i, label: s.label.clone(), rewrites: matches!(s.kind, StageKind::Map(_)) }).collect()
+    row_stages
+        .iter()
+        .map(|(i, s)| SinkStage {
+            idx: *i,
+            label: s.label.clone(),
+            rewrites: matches!(s.kind, StageKind::Map(_)),
+        })
+        .collect()
 }
 
 /// Plans the row stages over `df` and streams the result into the sink; returns the stage timers.
-async fn stream_segment(engine: &Engine, df: DataFrame, row_stages: &[(usize, &Stage)], sink: &mut SegmentSink) -> Result<Vec<Arc<AtomicU64>>> {
-    let timers: Vec<Arc<AtomicU64>> = row_stages.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+async fn stream_segment(
+    engine: &Engine,
+    df: DataFrame,
+    row_stages: &[(usize, &Stage)],
+    sink: &mut SegmentSink,
+) -> Result<Vec<Arc<AtomicU64>>> {
+    let timers: Vec<Arc<AtomicU64>> = row_stages
+        .iter()
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let df = plan::apply(&engine.ctx, plan::start(df)?, row_stages, &timers)?;
+    sink.set_schema(df.schema().as_arrow());
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -322,7 +458,11 @@ fn finish_task(
         r.seconds = t.load(Ordering::Relaxed) as f64 / 1e9;
     }
     let stages = read.into_iter().chain(sql).chain(reports).collect();
-    let marker = TaskMarker { stages, data, rejects };
+    let marker = TaskMarker {
+        stages,
+        data,
+        rejects,
+    };
     std::fs::create_dir_all(marker_path.parent().expect("marker dir"))?;
     let tmp = crate::io::writer::temp_name(marker_path);
     std::fs::write(&tmp, serde_json::to_vec_pretty(&marker)?)?;
@@ -334,19 +474,33 @@ fn read_marker(path: &Path) -> Result<Option<TaskMarker>> {
     if !path.exists() {
         return Ok(None);
     }
-    let m: TaskMarker = serde_json::from_slice(&std::fs::read(path)?).with_context(|| format!("reading {}", path.display()))?;
+    let m: TaskMarker = serde_json::from_slice(&std::fs::read(path)?)
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(Some(m))
 }
 
 async fn count_rows_bytes(df: DataFrame) -> Result<(u64, u64)> {
-    let agg = df.aggregate(vec![], vec![count(lit(1)).alias("n"), sum(octet_length(col("text"))).alias("b")])?;
+    let agg = df.aggregate(
+        vec![],
+        vec![
+            count(lit(1)).alias("n"),
+            sum(octet_length(col("text"))).alias("b"),
+        ],
+    )?;
     let batches = agg.collect().await?;
     let b = &batches[0];
     let n = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::UInt64)?;
     let s = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::UInt64)?;
     let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&n);
     let s = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&s);
-    Ok((n.value(0), if s.is_null(0) { 0 } else { s.value(0) }))
+    Ok((
+        n.value(0),
+        if arrow::array::Array::is_null(s, 0) {
+            0
+        } else {
+            s.value(0)
+        },
+    ))
 }
 
 /// Groups files into tasks of about `bytes` on disk and at most `max_files` files, in name order.
@@ -372,7 +526,10 @@ fn resolve_input(spec: &PipelineSpec, opts: &RunOptions) -> Result<Vec<SourceSpe
     let names: Vec<&String> = input.dataset.iter().chain(&input.datasets).collect();
     if !names.is_empty() {
         let catalog = Catalog::load(&opts.catalog.clone().unwrap_or_else(Catalog::default_path))?;
-        return names.into_iter().map(|n| catalog.source(n, spec.on_error, spec.keep_rejected_text)).collect();
+        return names
+            .into_iter()
+            .map(|n| catalog.source(n, spec.on_error, spec.keep_rejected_text))
+            .collect();
     }
     let path = input.path.as_ref().expect("checked at load");
     let files = expand(path, input.format)?;
@@ -385,12 +542,17 @@ fn resolve_input(spec: &PipelineSpec, opts: &RunOptions) -> Result<Vec<SourceSpe
             Some(fmt) => fmt,
             None => infer_format(std::slice::from_ref(&f))?,
         };
-        by_format.entry(format!("{format:?}")).or_insert_with(|| (format, vec![])).1.push(f);
+        by_format
+            .entry(format!("{format:?}"))
+            .or_insert_with(|| (format, vec![]))
+            .1
+            .push(f);
     }
     Ok(by_format
         .into_values()
         .map(|(format, files)| SourceSpec {
             dataset: input.name.clone().unwrap_or_else(|| spec.name.clone()),
+            root: crate::io::files::common_root(&files),
             files,
             format,
             text_column: input.text.clone().unwrap_or_else(|| "text".into()),
@@ -406,7 +568,12 @@ fn resolve_input(spec: &PipelineSpec, opts: &RunOptions) -> Result<Vec<SourceSpe
 fn union_schema(sources: &[SourceSpec]) -> Result<arrow::datatypes::SchemaRef> {
     let mut fields: Vec<arrow::datatypes::FieldRef> = Vec::new();
     for s in sources {
-        let schema = CorpusTable::try_new(s.clone(), Arc::new(RejectBuffer::default()), Arc::new(ReadStats::default()))?.schema();
+        let schema = CorpusTable::try_new(
+            s.clone(),
+            Arc::new(RejectBuffer::default()),
+            Arc::new(ReadStats::default()),
+        )?
+        .schema();
         for f in schema.fields() {
             if !fields.iter().any(|g| g.name() == f.name()) {
                 fields.push(Arc::clone(f));
@@ -424,11 +591,37 @@ fn describe_input(spec: &PipelineSpec) -> String {
     }
 }
 
-/// Makes the output directory ready. Returns the finished report when this exact run is complete.
-fn prepare_dir(out: &Path, spec: &PipelineSpec, sources: &[SourceSpec], format: OutFormat, fresh: bool) -> Result<Option<Report>> {
+/// Makes the output directory ready. Returns the finished report when this exact run is complete. The
+/// run's identity covers everything that decides which tasks exist and what they hold: the pipeline,
+/// the input files and their sizes, the column mapping, the task size and the lexicon files' contents.
+fn prepare_dir(
+    out: &Path,
+    spec: &PipelineSpec,
+    stages: &[Stage],
+    sources: &[SourceSpec],
+    format: OutFormat,
+    opts: &RunOptions,
+) -> Result<Option<Report>> {
+    let fresh = opts.fresh;
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(spec)?);
     h.update(serde_json::to_vec(&format)?);
+    h.update(opts.task_bytes.to_le_bytes());
+    h.update((opts.task_files as u64).to_le_bytes());
+    for s in sources {
+        h.update(
+            format!(
+                "{}|{}|{:?}|{:?}|{:?}",
+                s.dataset, s.text_column, s.id_column, s.format, s.root
+            )
+            .as_bytes(),
+        );
+    }
+    for s in stages {
+        if let Some((_, path)) = &s.lexicon_file {
+            h.update(std::fs::read(path).with_context(|| format!("reading lexicon {path}"))?);
+        }
+    }
     for f in sources.iter().flat_map(|s| &s.files) {
         h.update(f.to_string_lossy().as_bytes());
         h.update(f.metadata().map(|m| m.len()).unwrap_or(0).to_le_bytes());
@@ -436,6 +629,14 @@ fn prepare_dir(out: &Path, spec: &PipelineSpec, sources: &[SourceSpec], format: 
     let fingerprint = hex::encode(h.finalize());
     let identity_path = out.join("_run.json");
     if fresh && out.exists() {
+        // Only a run directory (or an empty one) is ever deleted: a mistaken --output must not cost data.
+        let empty = std::fs::read_dir(out)?.next().is_none();
+        if !identity_path.exists() && !empty {
+            bail!(
+                "{} is not an openseek run directory (no _run.json): refusing to delete it with --fresh",
+                out.display()
+            );
+        }
         std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
     }
     if identity_path.exists() {
@@ -452,11 +653,20 @@ fn prepare_dir(out: &Path, spec: &PipelineSpec, sources: &[SourceSpec], format: 
             return Ok(Some(Report::read(&report)?));
         }
     } else if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        bail!("{} exists and is not an openseek run directory; use --fresh to replace it", out.display());
+        bail!(
+            "{} exists and is not an openseek run directory; use --fresh to replace it",
+            out.display()
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let tmp = crate::io::writer::temp_name(&identity_path);
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&RunIdentity { pipeline: spec.name.clone(), fingerprint })?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&RunIdentity {
+            pipeline: spec.name.clone(),
+            fingerprint,
+        })?,
+    )?;
     std::fs::rename(&tmp, &identity_path)?;
     // Temporaries of a killed run: their tasks have no marker and run again.
     for dir in ["data", "rejects", "_tasks", "_stages"] {
@@ -473,7 +683,11 @@ fn remove_temporaries(dir: &Path) -> Result<()> {
         let p = entry?.path();
         if p.is_dir() {
             remove_temporaries(&p)?;
-        } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp")) {
+        } else if p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        {
             std::fs::remove_file(&p)?;
         }
     }

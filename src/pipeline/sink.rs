@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow::compute::{filter_record_batch, is_not_null, is_null};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 
@@ -118,6 +120,8 @@ pub struct SegmentSink {
     always_write: bool,
     data: Option<PartWriter>,
     rejects: Option<PartWriter>,
+    /// The output schema, for the empty part of `always_write`.
+    out_schema: Option<SchemaRef>,
     /// Rows that left the segment alive, and their text bytes.
     pub rows_out: u64,
     pub rows_entered: u64,
@@ -125,8 +129,18 @@ pub struct SegmentSink {
 }
 
 impl SegmentSink {
-    pub fn new(stages: Vec<SinkStage>, data_path: &Path, rejects_path: &Path, format: OutFormat, keep_text: bool, always_write: bool) -> Self {
-        let labels = stages.iter().map(|s| (s.idx as i32, s.label.clone())).collect();
+    pub fn new(
+        stages: Vec<SinkStage>,
+        data_path: &Path,
+        rejects_path: &Path,
+        format: OutFormat,
+        keep_text: bool,
+        always_write: bool,
+    ) -> Self {
+        let labels = stages
+            .iter()
+            .map(|s| (s.idx as i32, s.label.clone()))
+            .collect();
         let reports = stages.iter().map(|s| StageReport::new(&s.label)).collect();
         Self {
             stages,
@@ -139,6 +153,7 @@ impl SegmentSink {
             always_write,
             data: None,
             rejects: None,
+            out_schema: None,
             rows_out: 0,
             rows_entered: 0,
             bytes_entered: 0,
@@ -147,18 +162,40 @@ impl SegmentSink {
 
     /// Counts, splits and writes one batch of the segment's result.
     pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
-        let stage_col = batch.column_by_name(STAGE_COL).expect("bookkeeping column").as_primitive::<Int32Type>();
-        let bytes_in = batch.column_by_name(&bytes_col(None)).expect("bytes column").as_primitive::<Int64Type>();
+        let stage_col = batch
+            .column_by_name(STAGE_COL)
+            .expect("bookkeeping column")
+            .as_primitive::<Int32Type>();
+        let bytes_in = batch
+            .column_by_name(&bytes_col(None))
+            .expect("bytes column")
+            .as_primitive::<Int64Type>();
         // The bytes column in force at each stage: after the last rewrite before it.
         let rewrite_cols: Vec<Option<&arrow::array::PrimitiveArray<Int64Type>>> = self
             .stages
             .iter()
-            .map(|s| s.rewrites.then(|| batch.column_by_name(&bytes_col(Some(s.idx))).expect("bytes column").as_primitive::<Int64Type>()))
+            .map(|s| {
+                s.rewrites.then(|| {
+                    batch
+                        .column_by_name(&bytes_col(Some(s.idx)))
+                        .expect("bytes column")
+                        .as_primitive::<Int64Type>()
+                })
+            })
             .collect();
-        let reasons = batch.column_by_name(REASON_COL).expect("reason column").as_string::<i32>();
+        let reasons = batch
+            .column_by_name(REASON_COL)
+            .expect("reason column")
+            .as_string::<i32>();
         for row in 0..batch.num_rows() {
-            let rejected_at = stage_col.is_valid(row).then(|| stage_col.value(row) as usize);
-            let mut bytes = if bytes_in.is_valid(row) { bytes_in.value(row) as u64 } else { 0 };
+            let rejected_at = stage_col
+                .is_valid(row)
+                .then(|| stage_col.value(row) as usize);
+            let mut bytes = if bytes_in.is_valid(row) {
+                bytes_in.value(row) as u64
+            } else {
+                0
+            };
             self.rows_entered += 1;
             self.bytes_entered += bytes;
             for (k, s) in self.stages.iter().enumerate() {
@@ -166,7 +203,11 @@ impl SegmentSink {
                 rep.rows_in += 1;
                 rep.bytes_in += bytes;
                 if rejected_at == Some(s.idx) {
-                    let reason = if reasons.is_valid(row) { reasons.value(row) } else { "rejected" };
+                    let reason = if reasons.is_valid(row) {
+                        reasons.value(row)
+                    } else {
+                        "rejected"
+                    };
                     rep.reject(reason, 1);
                     break;
                 }
@@ -185,14 +226,16 @@ impl SegmentSink {
             self.rows_out += data.num_rows() as u64;
             let data = strip_internal(&data)?;
             if self.data.is_none() {
-                self.data = Some(PartWriter::create(&self.data_path, self.format, &data.schema())?);
+                self.data = Some(PartWriter::create(
+                    &self.data_path,
+                    self.format,
+                    &data.schema(),
+                )?);
             }
             self.data.as_mut().expect("created").write(&data)?;
-        } else if self.always_write && self.data.is_none() {
-            let empty = strip_internal(&data)?;
-            self.data = Some(PartWriter::create(&self.data_path, self.format, &empty.schema())?);
         }
-        let dead: BooleanArray = is_not_null(batch.column_by_name(STAGE_COL).expect("stage column"))?;
+        let dead: BooleanArray =
+            is_not_null(batch.column_by_name(STAGE_COL).expect("stage column"))?;
         if dead.true_count() > 0 {
             let rej = filter_record_batch(batch, &dead)?;
             self.write_rejects(self.reject_rows(&rej))?;
@@ -205,23 +248,48 @@ impl SegmentSink {
         let ids = rej.column_by_name("id").expect("id");
         let ids = arrow::compute::cast(ids, &DataType::Utf8).expect("id as text");
         let ids = ids.as_string::<i32>();
-        let datasets = arrow::compute::cast(rej.column_by_name("dataset").expect("dataset"), &DataType::Utf8).expect("dataset as text");
+        let datasets = arrow::compute::cast(
+            rej.column_by_name("dataset").expect("dataset"),
+            &DataType::Utf8,
+        )
+        .expect("dataset as text");
         let datasets = datasets.as_string::<i32>();
-        let stages = rej.column_by_name(STAGE_COL).expect("stage").as_primitive::<Int32Type>();
-        let reasons = rej.column_by_name(REASON_COL).expect("reason").as_string::<i32>();
-        let values = rej.column_by_name(VALUE_COL).expect("value").as_primitive::<arrow::datatypes::Float64Type>();
-        let texts = self.keep_text.then(|| arrow::compute::cast(rej.column_by_name("text").expect("text"), &DataType::Utf8).expect("text"));
+        let stages = rej
+            .column_by_name(STAGE_COL)
+            .expect("stage")
+            .as_primitive::<Int32Type>();
+        let reasons = rej
+            .column_by_name(REASON_COL)
+            .expect("reason")
+            .as_string::<i32>();
+        let values = rej
+            .column_by_name(VALUE_COL)
+            .expect("value")
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        let texts = self.keep_text.then(|| {
+            arrow::compute::cast(rej.column_by_name("text").expect("text"), &DataType::Utf8)
+                .expect("text")
+        });
         let mut r = RejectRows::with_capacity(n);
         for i in 0..n {
             r.id.push(ids.value(i).to_string());
             r.dataset.push(datasets.value(i).to_string());
-            r.stage.push(self.labels.get(&stages.value(i)).cloned().unwrap_or_default());
+            r.stage.push(
+                self.labels
+                    .get(&stages.value(i))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             r.reason.push(reasons.value(i).to_string());
             r.value.push(values.is_valid(i).then(|| values.value(i)));
             r.file.push(None);
             r.line.push(None);
             r.detail.push(None);
-            r.text.push(texts.as_ref().map(|t| t.as_string::<i32>().value(i).to_string()));
+            r.text.push(
+                texts
+                    .as_ref()
+                    .map(|t| t.as_string::<i32>().value(i).to_string()),
+            );
         }
         r
     }
@@ -232,16 +300,42 @@ impl SegmentSink {
             return Ok(());
         }
         if self.rejects.is_none() {
-            self.rejects = Some(PartWriter::create(&self.rejects_path, OutFormat::Parquet, &rejects_schema())?);
+            self.rejects = Some(PartWriter::create(
+                &self.rejects_path,
+                OutFormat::Parquet,
+                &rejects_schema(),
+            )?);
         }
-        self.rejects.as_mut().expect("created").write(&rows.into_batch()?)
+        self.rejects
+            .as_mut()
+            .expect("created")
+            .write(&rows.into_batch()?)
+    }
+
+    /// The schema of the segment's result (with bookkeeping columns, which are left out).
+    pub fn set_schema(&mut self, schema: &Schema) {
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| !is_internal(f.name()))
+            .cloned()
+            .collect();
+        self.out_schema = Some(Arc::new(Schema::new(fields)));
     }
 
     /// Renames the parts into place; returns what was written.
-    pub fn finish(self) -> Result<(Vec<StageReport>, Option<PartInfo>, Option<PartInfo>)> {
+    pub fn finish(mut self) -> Result<(Vec<StageReport>, Option<PartInfo>, Option<PartInfo>)> {
+        if self.always_write && self.data.is_none() {
+            if let Some(schema) = &self.out_schema {
+                self.data = Some(PartWriter::create(&self.data_path, self.format, schema)?);
+            }
+        }
         let part = |w: Option<PartWriter>, path: &Path| -> Result<Option<PartInfo>> {
             Ok(match w {
-                Some(w) => Some(PartInfo { path: path.to_string_lossy().into_owned(), rows: w.finish()? }),
+                Some(w) => Some(PartInfo {
+                    path: path.to_string_lossy().into_owned(),
+                    rows: w.finish()?,
+                }),
                 None => None,
             })
         };
@@ -253,7 +347,13 @@ impl SegmentSink {
 
 /// The user's columns: everything but the bookkeeping.
 fn strip_internal(batch: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = batch.schema().fields().iter().enumerate().filter(|(_, f)| !is_internal(f.name())).map(|(i, _)| i).collect();
+    let keep: Vec<usize> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !is_internal(f.name()))
+        .map(|(i, _)| i)
+        .collect();
     Ok(batch.project(&keep)?)
 }
-

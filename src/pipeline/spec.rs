@@ -61,14 +61,28 @@ pub struct OutputSpec {
 
 impl PipelineSpec {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading pipeline {}", path.display()))?;
-        let spec: PipelineSpec = serde_norway::from_str(&text).with_context(|| format!("parsing pipeline {}", path.display()))?;
-        let kinds = [spec.input.dataset.is_some(), !spec.input.datasets.is_empty(), spec.input.path.is_some()];
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading pipeline {}", path.display()))?;
+        let spec: PipelineSpec = serde_norway::from_str(&text)
+            .with_context(|| format!("parsing pipeline {}", path.display()))?;
+        let kinds = [
+            spec.input.dataset.is_some(),
+            !spec.input.datasets.is_empty(),
+            spec.input.path.is_some(),
+        ];
         if kinds.iter().filter(|&&k| k).count() != 1 {
-            bail!("{}: input needs exactly one of `dataset`, `datasets` or `path`", path.display());
+            bail!(
+                "{}: input needs exactly one of `dataset`, `datasets` or `path`",
+                path.display()
+            );
         }
-        if spec.input.path.is_none() && (spec.input.format.is_some() || spec.input.text.is_some() || spec.input.id.is_some()) {
-            bail!("{}: a `dataset` input takes its format and columns from datasets.yaml", path.display());
+        if spec.input.path.is_none()
+            && (spec.input.format.is_some() || spec.input.text.is_some() || spec.input.id.is_some())
+        {
+            bail!(
+                "{}: a `dataset` input takes its format and columns from datasets.yaml",
+                path.display()
+            );
         }
         Ok(spec)
     }

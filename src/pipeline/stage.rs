@@ -101,8 +101,13 @@ pub fn parse_stages(items: &[serde_norway::Value], base: &Path) -> Result<Vec<St
         let (name, opts) = one_key(item).with_context(|| format!("stage {}", i + 1))?;
         let n = seen.entry(name.clone()).or_insert(0);
         *n += 1;
-        let label = if *n == 1 { name.clone() } else { format!("{name}#{n}") };
-        let stage = parse_stage(&name, label, opts, base).with_context(|| format!("stage {} ({name})", i + 1))?;
+        let label = if *n == 1 {
+            name.clone()
+        } else {
+            format!("{name}#{n}")
+        };
+        let stage = parse_stage(&name, label, opts, base)
+            .with_context(|| format!("stage {} ({name})", i + 1))?;
         out.push(stage);
     }
     Ok(out)
@@ -122,23 +127,46 @@ fn one_key(item: &serde_norway::Value) -> Result<(String, serde_norway::Value)> 
 
 fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path) -> Result<Stage> {
     let Some((_, allowed)) = STAGES.iter().find(|(n, _)| *n == name) else {
-        bail!("unknown stage '{name}'; stages are {}", STAGES.iter().map(|s| s.0).collect::<Vec<_>>().join(", "));
+        bail!(
+            "unknown stage '{name}'; stages are {}",
+            STAGES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        );
     };
     if name == "sql" {
-        let query = opts.as_str().context("`sql:` takes the query as a string")?;
-        return Ok(Stage { label, kind: StageKind::Sql(query.to_string()), where_: None, lexicon_file: None });
+        let query = opts
+            .as_str()
+            .context("`sql:` takes the query as a string")?;
+        return Ok(Stage {
+            label,
+            kind: StageKind::Sql(query.to_string()),
+            where_: None,
+            lexicon_file: None,
+        });
     }
     if let serde_norway::Value::Mapping(m) = &opts {
         for k in m.keys() {
             let k = k.as_str().unwrap_or_default();
             if !allowed.contains(&k) && !COMMON.contains(&k) {
-                bail!("'{name}' does not take '{k}'; it takes {}", allowed.iter().chain(COMMON).cloned().collect::<Vec<_>>().join(", "));
+                bail!(
+                    "'{name}' does not take '{k}'; it takes {}",
+                    allowed
+                        .iter()
+                        .chain(COMMON)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
         }
     }
-    let o: Options = if opts.is_null() { Options::default() } else { serde_norway::from_value(opts)? };
+    let o: Options = if opts.is_null() {
+        Options::default()
+    } else {
+        serde_norway::from_value(opts)?
+    };
     let column = o.column.clone().unwrap_or_else(|| name.to_string());
-    let ratio = |d_min: Option<f64>, d_max: Option<f64>| (o.min_ratio.or(d_min), o.max_ratio.or(d_max));
+    let ratio =
+        |d_min: Option<f64>, d_max: Option<f64>| (o.min_ratio.or(d_min), o.max_ratio.or(d_max));
     let mut lexicon_file = None;
     let mut lexicon_arg = |kind: LexiconKind| -> datafusion::common::ScalarValue {
         let lex = o.lexicon.clone().unwrap_or_else(|| "en".into());
@@ -150,7 +178,10 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
             datafusion::common::ScalarValue::from(lex)
         }
     };
-    let filter = |function: &'static str, args, (min, max): (Option<f64>, Option<f64>)| -> Result<StageKind> {
+    let filter = |function: &'static str,
+                  args,
+                  (min, max): (Option<f64>, Option<f64>)|
+     -> Result<StageKind> {
         if min.is_none() && max.is_none() && !o.annotate {
             bail!("'{function}' needs a minimum and/or a maximum, or `annotate: true`");
         }
@@ -159,7 +190,14 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
                 bail!("'{function}': minimum {a} is above maximum {b}");
             }
         }
-        Ok(StageKind::Filter(Filter { function, args, min, max, annotate: o.annotate, column: column.clone() }))
+        Ok(StageKind::Filter(Filter {
+            function,
+            args,
+            min,
+            max,
+            annotate: o.annotate,
+            column: column.clone(),
+        }))
     };
     let kind = match name {
         "text_length" => filter("text_length", vec![], (o.min_chars, o.max_chars))?,
@@ -167,15 +205,27 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
         "avg_sentence_length" => filter("avg_sentence_length", vec![], (o.min_chars, o.max_chars))?,
         "word_count" => filter("word_count", vec![], (o.min_words, o.max_words))?,
         // data-juicer's defaults where a stage is named without thresholds.
-        "stopwords" => filter("stopwords", vec![lexicon_arg(LexiconKind::Stopwords)], ratio(Some(0.3), None))?,
-        "char_repetition" => {
-            filter("char_repetition", vec![datafusion::common::ScalarValue::Int64(Some(o.n.unwrap_or(10)))], ratio(None, Some(0.5)))?
-        }
+        "stopwords" => filter(
+            "stopwords",
+            vec![lexicon_arg(LexiconKind::Stopwords)],
+            ratio(Some(0.3), None),
+        )?,
+        "char_repetition" => filter(
+            "char_repetition",
+            vec![datafusion::common::ScalarValue::Int64(Some(
+                o.n.unwrap_or(10),
+            ))],
+            ratio(None, Some(0.5)),
+        )?,
         "special_chars" => filter("special_chars", vec![], ratio(None, Some(0.25)))?,
         "flagged_words" => {
             let arg = lexicon_arg(LexiconKind::Flagged);
             match o.action.as_deref().unwrap_or("drop") {
-                "drop" => filter("flagged_words", vec![arg], (None, o.max_ratio.or(Some(0.045))))?,
+                "drop" => filter(
+                    "flagged_words",
+                    vec![arg],
+                    (None, o.max_ratio.or(Some(0.045))),
+                )?,
                 "mask" => StageKind::Map(Map {
                     function: "flagged_words_mask",
                     args: vec![arg],
@@ -185,15 +235,30 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
             }
         }
         "chinese_convert" => {
-            let mode = o.mode.clone().context("chinese_convert needs `mode` (t2s, tw2s, hk2s, tw2sp, s2t, …)")?;
+            let mode = o
+                .mode
+                .clone()
+                .context("chinese_convert needs `mode` (t2s, tw2s, hk2s, tw2sp, s2t, …)")?;
             if !openseek_udfs::chinese_convert::MODES.contains(&mode.as_str()) {
-                bail!("chinese_convert: unknown mode '{mode}'; modes are {}", openseek_udfs::chinese_convert::MODES.join(", "));
+                bail!(
+                    "chinese_convert: unknown mode '{mode}'; modes are {}",
+                    openseek_udfs::chinese_convert::MODES.join(", ")
+                );
             }
-            StageKind::Map(Map { function: "chinese_convert", args: vec![datafusion::common::ScalarValue::from(mode)], annotate: None })
+            StageKind::Map(Map {
+                function: "chinese_convert",
+                args: vec![datafusion::common::ScalarValue::from(mode)],
+                annotate: None,
+            })
         }
         _ => unreachable!("listed in STAGES"),
     };
-    Ok(Stage { label, kind, where_: o.where_, lexicon_file })
+    Ok(Stage {
+        label,
+        kind,
+        where_: o.where_,
+        lexicon_file,
+    })
 }
 
 #[cfg(test)]
@@ -209,7 +274,10 @@ mod tests {
     fn parses_and_labels_repeats() {
         let s = parse("- text_length: {min_chars: 100, max_chars: 20000}\n- stopwords: {lexicon: en, where: \"language = 'en'\"}\n- stopwords: {lexicon: zh}\n- sql: SELECT * FROM input\n").unwrap();
         let labels: Vec<&str> = s.iter().map(|s| s.label.as_str()).collect();
-        assert_eq!(labels, vec!["text_length", "stopwords", "stopwords#2", "sql"]);
+        assert_eq!(
+            labels,
+            vec!["text_length", "stopwords", "stopwords#2", "sql"]
+        );
         match &s[1].kind {
             StageKind::Filter(f) => assert_eq!((f.min, f.max), (Some(0.3), None)),
             _ => panic!(),
@@ -227,14 +295,22 @@ mod tests {
         assert!(e.contains("unknown mode"), "{e}");
         let e = format!("{:#}", parse("- dedupe_everything: {}").unwrap_err());
         assert!(e.contains("unknown stage"), "{e}");
-        let e = format!("{:#}", parse("- word_count: {min_words: 10, max_words: 5}").unwrap_err());
+        let e = format!(
+            "{:#}",
+            parse("- word_count: {min_words: 10, max_words: 5}").unwrap_err()
+        );
         assert!(e.contains("above maximum"), "{e}");
     }
 
     #[test]
     fn lexicon_files_resolve_against_the_pipeline() {
-        let items: Vec<serde_norway::Value> = serde_norway::from_str("- flagged_words: {lexicon: lists/bad.txt, max_ratio: 0}").unwrap();
+        let items: Vec<serde_norway::Value> =
+            serde_norway::from_str("- flagged_words: {lexicon: lists/bad.txt, max_ratio: 0}")
+                .unwrap();
         let s = parse_stages(&items, Path::new("/p")).unwrap();
-        assert_eq!(s[0].lexicon_file, Some((LexiconKind::Flagged, "/p/lists/bad.txt".to_string())));
+        assert_eq!(
+            s[0].lexicon_file,
+            Some((LexiconKind::Flagged, "/p/lists/bad.txt".to_string()))
+        );
     }
 }

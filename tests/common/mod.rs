@@ -16,11 +16,16 @@ pub fn root() -> PathBuf {
 /// The shared corpus (`OPENSEEK_CORPUS`, default `../shared/corpus`), or `None` with a message saying the
 /// test is skipped. CI always has it.
 pub fn corpus(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("OPENSEEK_CORPUS").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/corpus"));
+    let dir = std::env::var_os("OPENSEEK_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/corpus"));
     if dir.join("en").is_dir() && dir.join("zh").is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED {test}: no corpus at {} (set OPENSEEK_CORPUS)", dir.display());
+        eprintln!(
+            "SKIPPED {test}: no corpus at {} (set OPENSEEK_CORPUS)",
+            dir.display()
+        );
         if std::env::var_os("CI").is_some() {
             panic!("{test}: the corpus must be present in CI");
         }
@@ -30,8 +35,17 @@ pub fn corpus(test: &str) -> Option<PathBuf> {
 
 /// Runs the `openseek` binary from the project root; returns (success, stdout, stderr).
 pub fn openseek(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_openseek")).args(args).current_dir(root()).env("RUST_LOG", "warn").output().expect("run openseek");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_openseek"))
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run openseek");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Writes a pipeline file into `dir` and returns its path.
@@ -44,13 +58,20 @@ pub fn pipeline(dir: &Path, yaml: &str) -> PathBuf {
 /// Every row of every Parquet file under `dir` (sorted by name).
 pub fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     let mut out = Vec::new();
     for f in files {
         let file = std::fs::File::open(&f).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(reader.map(|b| b.unwrap()));
     }
     out
@@ -60,7 +81,12 @@ pub fn read_parquet_dir(dir: &Path) -> Vec<RecordBatch> {
 pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for b in batches {
-        let c = arrow::compute::cast(b.column_by_name(column).unwrap_or_else(|| panic!("no column {column}")), &DataType::Utf8).unwrap();
+        let c = arrow::compute::cast(
+            b.column_by_name(column)
+                .unwrap_or_else(|| panic!("no column {column}")),
+            &DataType::Utf8,
+        )
+        .unwrap();
         out.extend(c.as_string::<i32>().iter().map(|s| s.map(str::to_string)));
     }
     out
@@ -78,5 +104,8 @@ pub fn report(out: &Path) -> Report {
 }
 
 pub fn stage<'a>(r: &'a Report, name: &str) -> &'a openseek::report::StageReport {
-    r.stages.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no stage {name}"))
+    r.stages
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no stage {name}"))
 }

@@ -17,9 +17,17 @@ pub(crate) const DOC_SECTION: DocSection = DocSection {
 
 /// Coerces `(text, extra…)`: the first argument must be a string type (kept as is), the others are cast to
 /// the given types. Used from `ScalarUDFImpl::coerce_types` with `Signature::user_defined`.
-pub(crate) fn coerce_text_args(name: &str, args: &[DataType], extra: &[DataType]) -> Result<Vec<DataType>> {
+pub(crate) fn coerce_text_args(
+    name: &str,
+    args: &[DataType],
+    extra: &[DataType],
+) -> Result<Vec<DataType>> {
     if args.is_empty() || args.len() > 1 + extra.len() {
-        return plan_err!("{name} takes the text and at most {} more argument(s), got {}", extra.len(), args.len());
+        return plan_err!(
+            "{name} takes the text and at most {} more argument(s), got {}",
+            extra.len(),
+            args.len()
+        );
     }
     let text = match &args[0] {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => args[0].clone(),
@@ -34,24 +42,36 @@ pub(crate) fn coerce_text_args(name: &str, args: &[DataType], extra: &[DataType]
 /// Applies `f` to every non-null string of a string column (or scalar), giving `Float64`.
 pub(crate) fn map_to_f64(arg: &ColumnarValue, f: impl Fn(&str) -> f64) -> Result<ColumnarValue> {
     Ok(match arg {
-        ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(Float64Array::from_iter(string_iter(a)?.map(|s| s.map(&f))))),
-        ColumnarValue::Scalar(s) => ColumnarValue::Scalar(ScalarValue::Float64(scalar_str(s)?.map(f))),
+        ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(Float64Array::from_iter(
+            string_iter(a)?.map(|s| s.map(&f)),
+        ))),
+        ColumnarValue::Scalar(s) => {
+            ColumnarValue::Scalar(ScalarValue::Float64(scalar_str(s)?.map(f)))
+        }
     })
 }
 
 /// As [`map_to_f64`], giving `Int64`.
 pub(crate) fn map_to_i64(arg: &ColumnarValue, f: impl Fn(&str) -> i64) -> Result<ColumnarValue> {
     Ok(match arg {
-        ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(Int64Array::from_iter(string_iter(a)?.map(|s| s.map(&f))))),
-        ColumnarValue::Scalar(s) => ColumnarValue::Scalar(ScalarValue::Int64(scalar_str(s)?.map(f))),
+        ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(Int64Array::from_iter(
+            string_iter(a)?.map(|s| s.map(&f)),
+        ))),
+        ColumnarValue::Scalar(s) => {
+            ColumnarValue::Scalar(ScalarValue::Int64(scalar_str(s)?.map(f)))
+        }
     })
 }
 
 /// As [`map_to_f64`], giving `Utf8`: used by the functions that rewrite the text.
-pub(crate) fn map_to_string(arg: &ColumnarValue, f: impl Fn(&str) -> String) -> Result<ColumnarValue> {
+pub(crate) fn map_to_string(
+    arg: &ColumnarValue,
+    f: impl Fn(&str) -> String,
+) -> Result<ColumnarValue> {
     Ok(match arg {
         ColumnarValue::Array(a) => {
-            let out: ArrayRef = Arc::new(StringArray::from_iter(string_iter(a)?.map(|s| s.map(&f))));
+            let out: ArrayRef =
+                Arc::new(StringArray::from_iter(string_iter(a)?.map(|s| s.map(&f))));
             ColumnarValue::Array(out)
         }
         ColumnarValue::Scalar(s) => ColumnarValue::Scalar(ScalarValue::Utf8(scalar_str(s)?.map(f))),
@@ -72,7 +92,9 @@ pub fn string_iter(array: &ArrayRef) -> Result<Box<dyn Iterator<Item = Option<&s
 /// The string inside a string scalar (None for NULL).
 pub(crate) fn scalar_str(s: &ScalarValue) -> Result<Option<&str>> {
     match s {
-        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => Ok(v.as_deref()),
+        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
+            Ok(v.as_deref())
+        }
         ScalarValue::Null => Ok(None),
         other => exec_err!("expected a string, got {}", other.data_type()),
     }
@@ -117,7 +139,11 @@ pub(crate) mod test_util {
     use datafusion::logical_expr::{ScalarFunctionArgs, ScalarUDFImpl};
 
     /// Calls a UDF on a string column (plus constant arguments) as DataFusion would.
-    pub fn invoke(udf: &dyn ScalarUDFImpl, texts: &[Option<&str>], consts: Vec<ScalarValue>) -> ArrayRef {
+    pub fn invoke(
+        udf: &dyn ScalarUDFImpl,
+        texts: &[Option<&str>],
+        consts: Vec<ScalarValue>,
+    ) -> ArrayRef {
         let text: ArrayRef = Arc::new(StringArray::from(texts.to_vec()));
         let mut args = vec![ColumnarValue::Array(text)];
         let mut types = vec![DataType::Utf8];
@@ -125,7 +151,11 @@ pub(crate) mod test_util {
             types.push(c.data_type());
             args.push(ColumnarValue::Scalar(c));
         }
-        let arg_fields = types.iter().enumerate().map(|(i, t)| Arc::new(Field::new(format!("a{i}"), t.clone(), true))).collect();
+        let arg_fields = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Arc::new(Field::new(format!("a{i}"), t.clone(), true)))
+            .collect();
         let ret = udf.return_type(&types).unwrap();
         let out = udf
             .invoke_with_args(ScalarFunctionArgs {
@@ -140,12 +170,19 @@ pub(crate) mod test_util {
     }
 
     pub fn f64s(a: &ArrayRef) -> Vec<Option<f64>> {
-        a.as_primitive::<arrow::datatypes::Float64Type>().iter().collect()
+        a.as_primitive::<arrow::datatypes::Float64Type>()
+            .iter()
+            .collect()
     }
     pub fn i64s(a: &ArrayRef) -> Vec<Option<i64>> {
-        a.as_primitive::<arrow::datatypes::Int64Type>().iter().collect()
+        a.as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .collect()
     }
     pub fn strs(a: &ArrayRef) -> Vec<Option<String>> {
-        a.as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect()
+        a.as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect()
     }
 }

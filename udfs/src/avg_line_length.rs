@@ -5,7 +5,9 @@ use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::args::{DOC_SECTION, coerce_text_args, map_to_f64};
 
@@ -24,7 +26,8 @@ pub fn line_count(text: &str) -> usize {
                 lines += 1;
                 open = false;
             }
-            '\n' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+            '\n' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}'
+            | '\u{2029}' => {
                 lines += 1;
                 open = false;
             }
@@ -37,7 +40,11 @@ pub fn line_count(text: &str) -> usize {
 /// Characters per line; 0 for the empty text.
 pub fn avg_line_length(text: &str) -> f64 {
     let lines = line_count(text);
-    if lines == 0 { 0.0 } else { text.chars().count() as f64 / lines as f64 }
+    if lines == 0 {
+        0.0
+    } else {
+        text.chars().count() as f64 / lines as f64
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -47,7 +54,9 @@ pub struct AvgLineLengthFunc {
 
 impl Default for AvgLineLengthFunc {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -112,7 +121,11 @@ mod tests {
 
     #[test]
     fn udf_on_column() {
-        let out = invoke(&AvgLineLengthFunc::default(), &[Some("ab\ncd"), None, Some("\n\n")], vec![]);
+        let out = invoke(
+            &AvgLineLengthFunc::default(),
+            &[Some("ab\ncd"), None, Some("\n\n")],
+            vec![],
+        );
         assert_eq!(f64s(&out), vec![Some(2.5), None, Some(1.0)]);
     }
 }

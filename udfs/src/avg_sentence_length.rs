@@ -6,26 +6,42 @@ use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::args::{DOC_SECTION, coerce_text_args, is_cjk, map_to_f64};
 
-/// Lower-cased abbreviations that end in a period without ending the sentence.
+/// Lower-cased abbreviations after which a period never ends the sentence: titles and references that
+/// a name or a number follows ("Dr. Watson", "Fig. 3", "e.g. this").
+const TITLES: &[&str] = &[
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "e.g", "i.e", "cf", "viz",
+    "fig", "figs", "vol", "vols", "pp", "capt", "lt", "sgt", "rev", "hon", "gen", "col", "gov",
+    "messrs",
+];
+
+/// Abbreviations that also end sentences: the period ends one only when a capitalised word follows
+/// ("etc. Then"), not before a number or a lower-case word ("No. 5", "approx. five").
 const ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "e.g", "i.e", "cf", "al", "inc", "ltd",
-    "co", "corp", "fig", "figs", "no", "nos", "vol", "vols", "pp", "p", "ed", "eds", "approx", "dept", "est", "gen",
-    "gov", "col", "capt", "lt", "sgt", "rev", "hon", "u.s", "u.k", "a.m", "p.m", "jan", "feb", "mar", "apr", "jun",
-    "jul", "aug", "sep", "sept", "oct", "nov", "dec", "viz", "resp", "ch", "sec", "art", "op", "cit",
+    "etc", "al", "inc", "ltd", "co", "corp", "ed", "eds", "no", "nos", "p", "approx", "dept",
+    "est", "u.s", "u.k", "a.m", "p.m", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+    "sept", "oct", "nov", "dec", "resp", "ch", "sec", "art", "op", "cit",
 ];
 
 /// Characters that may close a sentence after its terminator: quotes and brackets.
 fn is_closer(c: char) -> bool {
-    matches!(c, '"' | '\'' | ')' | ']' | '}' | '”' | '’' | '」' | '』' | '）' | '》' | '】' | '〉')
+    matches!(
+        c,
+        '"' | '\'' | ')' | ']' | '}' | '”' | '’' | '」' | '』' | '）' | '》' | '】' | '〉'
+    )
 }
 
 /// Terminators that always end a sentence.
 fn is_hard_terminator(c: char) -> bool {
-    matches!(c, '!' | '?' | '。' | '！' | '？' | '；' | '｡' | '‼' | '⁇' | '⁈' | '⁉')
+    matches!(
+        c,
+        '!' | '?' | '。' | '！' | '？' | '；' | '｡' | '‼' | '⁇' | '⁈' | '⁉'
+    )
 }
 
 /// Byte ranges of the sentences of `text`, trimmed of surrounding whitespace; a sentence holds at least
@@ -38,7 +54,7 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
     let mut i = 0usize;
     let n = chars.len();
     let byte_at = |k: usize| if k < n { chars[k].0 } else { text.len() };
-    let mut push = |s: usize, e: usize, spans: &mut Vec<(usize, usize)>| {
+    let push = |s: usize, e: usize, spans: &mut Vec<(usize, usize)>| {
         let piece = &text[s..e];
         let trimmed = piece.trim();
         if trimmed.chars().any(char::is_alphanumeric) {
@@ -51,7 +67,9 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
         let mut end_here = false;
         if is_hard_terminator(c) {
             end_here = true;
-        } else if c == '…' || (c == '.' && i + 2 < n && chars[i + 1].1 == '.' && chars[i + 2].1 == '.') {
+        } else if c == '…'
+            || (c == '.' && i + 2 < n && chars[i + 1].1 == '.' && chars[i + 2].1 == '.')
+        {
             // An ellipsis ends the sentence only when what follows starts a new one.
             while i + 1 < n && matches!(chars[i + 1].1, '.' | '…') {
                 i += 1;
@@ -73,7 +91,11 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
             }
         }
         if end_here {
-            while i + 1 < n && (is_hard_terminator(chars[i + 1].1) || is_closer(chars[i + 1].1) || chars[i + 1].1 == '.') {
+            while i + 1 < n
+                && (is_hard_terminator(chars[i + 1].1)
+                    || is_closer(chars[i + 1].1)
+                    || chars[i + 1].1 == '.')
+            {
                 i += 1;
             }
             push(start, byte_at(i + 1), &mut spans);
@@ -102,7 +124,12 @@ fn starts_new_sentence(chars: &[(usize, char)], mut k: usize) -> bool {
     }
     match chars.get(k) {
         None => true,
-        Some(&(_, c)) => c.is_uppercase() || is_cjk(c) || c.is_numeric() || matches!(c, '"' | '“' | '「' | '(' | '['),
+        Some(&(_, c)) => {
+            c.is_uppercase()
+                || is_cjk(c)
+                || c.is_numeric()
+                || matches!(c, '"' | '“' | '「' | '(' | '[')
+        }
     }
 }
 
@@ -118,7 +145,11 @@ fn period_ends_sentence(text: &str, chars: &[(usize, char)], i: usize) -> bool {
     }
     // The word before the period.
     let mut k = i;
-    while k > 0 && !chars[k - 1].1.is_whitespace() && !is_closer(chars[k - 1].1) && !matches!(chars[k - 1].1, '(' | '"' | '“') {
+    while k > 0
+        && !chars[k - 1].1.is_whitespace()
+        && !is_closer(chars[k - 1].1)
+        && !matches!(chars[k - 1].1, '(' | '"' | '“')
+    {
         k -= 1;
     }
     let word = &text[chars[k].0..chars[i].0];
@@ -128,10 +159,23 @@ fn period_ends_sentence(text: &str, chars: &[(usize, char)], i: usize) -> bool {
             return false; // an initial, as in "J. Smith"
         }
     }
-    if !word.is_empty() && ABBREVIATIONS.contains(&word.to_lowercase().as_str()) {
+    let lower = word.to_lowercase();
+    if TITLES.contains(&lower.as_str()) {
         return false;
     }
+    if ABBREVIATIONS.contains(&lower.as_str()) {
+        return following_is_capitalised(chars, i + 1);
+    }
     starts_new_sentence(chars, i + 1) || !following_is_lowercase(chars, i + 1)
+}
+
+fn following_is_capitalised(chars: &[(usize, char)], mut k: usize) -> bool {
+    while k < chars.len() && (chars[k].1.is_whitespace() || is_closer(chars[k].1)) {
+        k += 1;
+    }
+    chars
+        .get(k)
+        .is_none_or(|x| x.1.is_uppercase() || is_cjk(x.1))
 }
 
 fn following_is_lowercase(chars: &[(usize, char)], mut k: usize) -> bool {
@@ -158,7 +202,9 @@ pub struct AvgSentenceLengthFunc {
 
 impl Default for AvgSentenceLengthFunc {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -201,40 +247,80 @@ mod tests {
     use crate::args::test_util::{f64s, invoke};
 
     fn split(text: &str) -> Vec<&str> {
-        sentence_spans(text).into_iter().map(|(s, e)| &text[s..e]).collect()
+        sentence_spans(text)
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect()
     }
 
     #[test]
     fn english_terminators_and_abbreviations() {
-        assert_eq!(split("Dr. Who came. He left."), vec!["Dr. Who came.", "He left."]);
-        assert_eq!(split("It cost 3.14 dollars. Cheap!"), vec!["It cost 3.14 dollars.", "Cheap!"]);
-        assert_eq!(split("J. R. R. Tolkien wrote it. Yes?"), vec!["J. R. R. Tolkien wrote it.", "Yes?"]);
-        assert_eq!(split("See e.g. the U.S. report. Then stop."), vec!["See e.g. the U.S. report.", "Then stop."]);
-        assert_eq!(split("He said \"Stop!\" Then he left."), vec!["He said \"Stop!\"", "Then he left."]);
-        assert_eq!(split("Visit example.com today. Now."), vec!["Visit example.com today.", "Now."]);
+        assert_eq!(
+            split("Dr. Who came. He left."),
+            vec!["Dr. Who came.", "He left."]
+        );
+        assert_eq!(
+            split("It cost 3.14 dollars. Cheap!"),
+            vec!["It cost 3.14 dollars.", "Cheap!"]
+        );
+        assert_eq!(
+            split("J. R. R. Tolkien wrote it. Yes?"),
+            vec!["J. R. R. Tolkien wrote it.", "Yes?"]
+        );
+        assert_eq!(
+            split("See e.g. the U.S. report. Then stop."),
+            vec!["See e.g. the U.S. report.", "Then stop."]
+        );
+        assert_eq!(
+            split("He said \"Stop!\" Then he left."),
+            vec!["He said \"Stop!\"", "Then he left."]
+        );
+        assert_eq!(
+            split("Visit example.com today. Now."),
+            vec!["Visit example.com today.", "Now."]
+        );
+        assert_eq!(
+            split("I said no. Then I left."),
+            vec!["I said no.", "Then I left."]
+        );
+        assert_eq!(
+            split("See No. 5 and apples etc. Then go."),
+            vec!["See No. 5 and apples etc.", "Then go."]
+        );
     }
 
     #[test]
     fn ellipses() {
-        assert_eq!(split("Wait... what happened? Nothing... Then it rained."), vec![
-            "Wait... what happened?",
-            "Nothing...",
-            "Then it rained."
-        ]);
+        assert_eq!(
+            split("Wait... what happened? Nothing... Then it rained."),
+            vec!["Wait... what happened?", "Nothing...", "Then it rained."]
+        );
         assert_eq!(split("他想了想……然后走了。"), vec!["他想了想……然后走了。"]);
         assert_eq!(split("他想了想……\n"), vec!["他想了想……"]);
     }
 
     #[test]
     fn chinese_terminators() {
-        assert_eq!(split("床前明月光，疑是地上霜。举头望明月，低头思故乡。"), vec!["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]);
-        assert_eq!(split("你好！你是谁？我是学生；他是老师。"), vec!["你好！", "你是谁？", "我是学生；", "他是老师。"]);
-        assert_eq!(split("他说：“走吧。”我们走了。"), vec!["他说：“走吧。”", "我们走了。"]);
+        assert_eq!(
+            split("床前明月光，疑是地上霜。举头望明月，低头思故乡。"),
+            vec!["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]
+        );
+        assert_eq!(
+            split("你好！你是谁？我是学生；他是老师。"),
+            vec!["你好！", "你是谁？", "我是学生；", "他是老师。"]
+        );
+        assert_eq!(
+            split("他说：“走吧。”我们走了。"),
+            vec!["他说：“走吧。”", "我们走了。"]
+        );
     }
 
     #[test]
     fn paragraph_breaks_and_empty() {
-        assert_eq!(split("Title\n\nBody text here."), vec!["Title", "Body text here."]);
+        assert_eq!(
+            split("Title\n\nBody text here."),
+            vec!["Title", "Body text here."]
+        );
         assert!(split("").is_empty());
         assert!(split("   \n\t ").is_empty());
         assert!(split("... !!! 。").is_empty());
@@ -253,7 +339,11 @@ mod tests {
 
     #[test]
     fn udf_on_column() {
-        let out = invoke(&AvgSentenceLengthFunc::default(), &[Some("A b. C d."), None], vec![]);
+        let out = invoke(
+            &AvgSentenceLengthFunc::default(),
+            &[Some("A b. C d."), None],
+            vec![],
+        );
         assert_eq!(f64s(&out), vec![Some(4.0), None]);
     }
 }

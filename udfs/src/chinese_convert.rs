@@ -8,14 +8,18 @@ use std::sync::{LazyLock, OnceLock};
 
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err, plan_err};
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use ferrous_opencc::OpenCC;
 use ferrous_opencc::config::BuiltinConfig;
 
 use crate::args::{DOC_SECTION, coerce_text_args, literal_str, map_to_string};
 
 /// The conversion modes, named as OpenCC's configuration files.
-pub const MODES: &[&str] = &["t2s", "tw2s", "hk2s", "tw2sp", "s2t", "s2tw", "s2hk", "s2twp"];
+pub const MODES: &[&str] = &[
+    "t2s", "tw2s", "hk2s", "tw2sp", "s2t", "s2tw", "s2hk", "s2twp",
+];
 
 fn builtin(mode: &str) -> Option<BuiltinConfig> {
     Some(match mode {
@@ -36,7 +40,10 @@ fn builtin(mode: &str) -> Option<BuiltinConfig> {
 pub fn converter(mode: &str) -> Result<&'static OpenCC> {
     static CONVERTERS: [OnceLock<OpenCC>; 8] = [const { OnceLock::new() }; 8];
     let Some(idx) = MODES.iter().position(|m| *m == mode) else {
-        return plan_err!("chinese_convert: unknown mode '{mode}'; modes are {}", MODES.join(", "));
+        return plan_err!(
+            "chinese_convert: unknown mode '{mode}'; modes are {}",
+            MODES.join(", ")
+        );
     };
     if let Some(c) = CONVERTERS[idx].get() {
         return Ok(c);
@@ -59,7 +66,9 @@ pub struct ChineseConvertFunc {
 
 impl Default for ChineseConvertFunc {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -127,14 +136,26 @@ mod tests {
 
     #[test]
     fn traditional_to_simplified() {
-        assert_eq!(chinese_convert("漢字與繁體中文", "t2s").unwrap(), "汉字与繁体中文");
-        assert_eq!(chinese_convert("床前明月光，疑是地上霜。", "t2s").unwrap(), "床前明月光，疑是地上霜。");
+        assert_eq!(
+            chinese_convert("漢字與繁體中文", "t2s").unwrap(),
+            "汉字与繁体中文"
+        );
+        assert_eq!(
+            chinese_convert("床前明月光，疑是地上霜。", "t2s").unwrap(),
+            "床前明月光，疑是地上霜。"
+        );
         // Taiwan phrases: tw2sp also converts vocabulary.
-        assert_eq!(chinese_convert("滑鼠和軟體", "tw2sp").unwrap(), "鼠标和软件");
+        assert_eq!(
+            chinese_convert("滑鼠和軟體", "tw2sp").unwrap(),
+            "鼠标和软件"
+        );
         assert_eq!(chinese_convert("汉字", "s2t").unwrap(), "漢字");
         assert_eq!(chinese_convert("", "t2s").unwrap(), "");
         assert_eq!(chinese_convert(" \n ", "t2s").unwrap(), " \n ");
-        assert_eq!(chinese_convert("English stays as is.", "t2s").unwrap(), "English stays as is.");
+        assert_eq!(
+            chinese_convert("English stays as is.", "t2s").unwrap(),
+            "English stays as is."
+        );
     }
 
     #[test]
@@ -152,7 +173,11 @@ mod tests {
 
     #[test]
     fn udf_on_column() {
-        let out = invoke(&ChineseConvertFunc::default(), &[Some("龍"), None], vec![ScalarValue::from("t2s")]);
+        let out = invoke(
+            &ChineseConvertFunc::default(),
+            &[Some("龍"), None],
+            vec![ScalarValue::from("t2s")],
+        );
         assert_eq!(strs(&out), vec![Some("龙".to_string()), None]);
     }
 }

@@ -11,8 +11,10 @@ use crate::args::DOC_SECTION;
 use crate::lexicon::{LexiconFunc, LexiconOutput, LexiconRegistry};
 
 /// The lexicons compiled into the binary.
-pub const BUNDLED: &[(&str, &str)] =
-    &[("en", include_str!("../lexicons/flagged_en.txt")), ("zh", include_str!("../lexicons/flagged_zh.txt"))];
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("en", include_str!("../lexicons/flagged_en.txt")),
+    ("zh", include_str!("../lexicons/flagged_zh.txt")),
+];
 
 pub fn registry() -> Arc<LexiconRegistry> {
     Arc::new(LexiconRegistry::new("flagged-words", BUNDLED))
@@ -29,7 +31,12 @@ pub fn flagged_words_udf(registry: Arc<LexiconRegistry>) -> ScalarUDF {
     .with_argument("lexicon", "Lexicon name, e.g. 'en'.")
     .with_sql_example("SELECT id FROM sample_en WHERE flagged_words(text, 'en') > 0.001")
     .build();
-    ScalarUDF::new_from_impl(LexiconFunc::new("flagged_words", LexiconOutput::Ratio, registry, doc))
+    ScalarUDF::new_from_impl(LexiconFunc::new(
+        "flagged_words",
+        LexiconOutput::Ratio,
+        registry,
+        doc,
+    ))
 }
 
 pub fn flagged_words_mask_udf(registry: Arc<LexiconRegistry>) -> ScalarUDF {
@@ -41,7 +48,12 @@ pub fn flagged_words_mask_udf(registry: Arc<LexiconRegistry>) -> ScalarUDF {
     .with_argument("text", "The document text.")
     .with_argument("lexicon", "Lexicon name, e.g. 'zh'.")
     .build();
-    ScalarUDF::new_from_impl(LexiconFunc::new("flagged_words_mask", LexiconOutput::Mask, registry, doc))
+    ScalarUDF::new_from_impl(LexiconFunc::new(
+        "flagged_words_mask",
+        LexiconOutput::Mask,
+        registry,
+        doc,
+    ))
 }
 
 #[cfg(test)]
@@ -84,11 +96,17 @@ mod tests {
     #[test]
     fn udfs_on_column() {
         let reg = registry();
-        let ratio = invoke(flagged_words_udf(reg.clone()).inner().as_ref(), &[Some("shit happens"), None, Some("")], vec![
-            ScalarValue::from("en"),
-        ]);
+        let ratio = invoke(
+            flagged_words_udf(reg.clone()).inner().as_ref(),
+            &[Some("shit happens"), None, Some("")],
+            vec![ScalarValue::from("en")],
+        );
         assert_eq!(f64s(&ratio), vec![Some(0.5), None, Some(0.0)]);
-        let masked = invoke(flagged_words_mask_udf(reg).inner().as_ref(), &[Some("shit happens")], vec![ScalarValue::from("en")]);
+        let masked = invoke(
+            flagged_words_mask_udf(reg).inner().as_ref(),
+            &[Some("shit happens")],
+            vec![ScalarValue::from("en")],
+        );
         assert_eq!(strs(&masked), vec![Some("**** happens".to_string())]);
     }
 }

@@ -12,7 +12,9 @@ use std::sync::{Arc, RwLock};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, plan_err};
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use fst::raw::Fst;
 
 use crate::args::{coerce_text_args, is_cjk, literal_str, map_to_f64, map_to_string};
@@ -37,12 +39,29 @@ pub struct LexiconScan {
 impl LexiconScan {
     /// Matches per token; 0 for a text without words.
     pub fn ratio(&self) -> f64 {
-        if self.tokens == 0 { 0.0 } else { self.spans.len() as f64 / self.tokens as f64 }
+        if self.tokens == 0 {
+            0.0
+        } else {
+            self.spans.len() as f64 / self.tokens as f64
+        }
     }
 }
 
 fn lower(w: &str) -> std::borrow::Cow<'_, str> {
-    if w.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) { w.to_lowercase().into() } else { w.into() }
+    if w.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+        w.to_lowercase().into()
+    } else {
+        w.into()
+    }
+}
+
+impl std::fmt::Debug for Lexicon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lexicon")
+            .field("entries", &self.entries)
+            .field("max_words", &self.max_words)
+            .finish()
+    }
 }
 
 impl Lexicon {
@@ -85,7 +104,12 @@ impl Lexicon {
                     .expect("lexicon patterns compile"),
             )
         };
-        Ok(Self { words, max_words, cjk, entries })
+        Ok(Self {
+            words,
+            max_words,
+            cjk,
+            entries,
+        })
     }
 
     /// Number of entries kept.
@@ -100,33 +124,56 @@ impl Lexicon {
     /// Finds every entry in `text`.
     pub fn scan(&self, text: &str) -> LexiconScan {
         let ws: Vec<(usize, &str)> = words(text).collect();
-        let mut spans: Vec<(usize, usize, usize)> = Vec::new(); // start, end, words covered
+        // CJK entries first, over the raw text. An entry that starts or ends with a Latin letter or digit
+        // must meet a word boundary there ("卖B" is not in "卖Bitcoin").
+        let mut cjk_spans: Vec<(usize, usize)> = Vec::new();
         if let Some(ac) = &self.cjk {
             for m in ac.find_iter(text) {
-                let covered = words(&text[m.start()..m.end()]).count();
-                if covered > 0 {
-                    spans.push((m.start(), m.end(), covered));
+                let (s, e) = (m.start(), m.end());
+                let first = text[s..e].chars().next().expect("non-empty match");
+                let last = text[s..e].chars().next_back().expect("non-empty match");
+                let before = text[..s].chars().next_back();
+                let after = text[e..].chars().next();
+                let glued = |edge: char, neighbour: Option<char>| {
+                    edge.is_alphanumeric()
+                        && !is_cjk(edge)
+                        && neighbour.is_some_and(|c| c.is_alphanumeric() && !is_cjk(c))
+                };
+                if !glued(first, before) && !glued(last, after) {
+                    cjk_spans.push((s, e));
                 }
             }
         }
+        let overlaps =
+            |off: usize, len: usize| cjk_spans.iter().any(|&(s, e)| off < e && off + len > s);
+        // Words covered by a CJK match are counted inside it; the others are walked through the fst.
+        let free: Vec<bool> = ws.iter().map(|&(off, w)| !overlaps(off, w.len())).collect();
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new(); // start, end, words covered
+        for &(s, e) in &cjk_spans {
+            let covered = ws
+                .iter()
+                .filter(|&&(off, w)| off < e && off + w.len() > s)
+                .count();
+            if covered > 0 {
+                spans.push((s, e, covered));
+            }
+        }
         let fst: &Fst<Vec<u8>> = self.words.as_fst();
-        let mut ac_spans = spans.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>().into_iter().peekable();
         let mut i = 0;
         while i < ws.len() {
-            let (off, _) = ws[i];
-            while ac_spans.peek().is_some_and(|s| s.1 <= off) {
-                ac_spans.next();
-            }
-            if ac_spans.peek().is_some_and(|s| s.0 <= off) {
-                i += 1; // inside a CJK match already counted
+            if !free[i] {
+                i += 1;
                 continue;
             }
             let mut best = 0;
             let mut node = fst.root();
-            'walk: for (k, (_, wk)) in ws[i..(i + self.max_words).min(ws.len())].iter().enumerate() {
-                let bytes = lower(wk);
-                let seq = if k == 0 { None } else { Some(b' ') };
-                for b in seq.into_iter().chain(bytes.bytes()) {
+            'walk: for k in 0..self.max_words.min(ws.len() - i) {
+                if !free[i + k] {
+                    break; // a multi-word entry never runs into a CJK match
+                }
+                let bytes = lower(ws[i + k].1);
+                let sep = if k == 0 { None } else { Some(b' ') };
+                for b in sep.into_iter().chain(bytes.bytes()) {
                     match node.find_input(b) {
                         Some(t) => node = fst.node(node.transition(t).addr),
                         None => break 'walk,
@@ -138,7 +185,7 @@ impl Lexicon {
             }
             if best > 0 {
                 let (last_off, last) = ws[i + best - 1];
-                spans.push((off, last_off + last.len(), best));
+                spans.push((ws[i].0, last_off + last.len(), best));
                 i += best;
             } else {
                 i += 1;
@@ -146,7 +193,10 @@ impl Lexicon {
         }
         spans.sort_unstable();
         let folded: usize = spans.iter().map(|s| s.2 - 1).sum();
-        LexiconScan { spans: spans.iter().map(|s| (s.0, s.1)).collect(), tokens: ws.len() - folded }
+        LexiconScan {
+            spans: spans.iter().map(|s| (s.0, s.1)).collect(),
+            tokens: ws.len().saturating_sub(folded),
+        }
     }
 
     /// The text with every match replaced by as many `*` as it has characters.
@@ -174,12 +224,19 @@ pub struct LexiconRegistry {
 
 impl LexiconRegistry {
     pub fn new(kind: &'static str, bundled: &'static [(&'static str, &'static str)]) -> Self {
-        Self { kind, bundled, loaded: RwLock::new(BTreeMap::new()) }
+        Self {
+            kind,
+            bundled,
+            loaded: RwLock::new(BTreeMap::new()),
+        }
     }
 
     /// Adds (or replaces) a lexicon under `name`.
     pub fn insert(&self, name: &str, lexicon: Lexicon) {
-        self.loaded.write().expect("lexicon lock").insert(name.to_string(), Arc::new(lexicon));
+        self.loaded
+            .write()
+            .expect("lexicon lock")
+            .insert(name.to_string(), Arc::new(lexicon));
     }
 
     /// The lexicon called `name`, compiling a bundled one on first use.
@@ -191,11 +248,18 @@ impl LexiconRegistry {
             return plan_err!(
                 "unknown {} lexicon '{name}': bundled ones are {}; a pipeline may name a file instead",
                 self.kind,
-                self.bundled.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+                self.bundled
+                    .iter()
+                    .map(|b| b.0)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         };
         let lexicon = Arc::new(Lexicon::parse(contents)?);
-        self.loaded.write().expect("lexicon lock").insert(name.to_string(), Arc::clone(&lexicon));
+        self.loaded
+            .write()
+            .expect("lexicon lock")
+            .insert(name.to_string(), Arc::clone(&lexicon));
         Ok(lexicon)
     }
 
@@ -224,14 +288,27 @@ pub struct LexiconFunc {
 }
 
 impl LexiconFunc {
-    pub fn new(name: &'static str, output: LexiconOutput, registry: Arc<LexiconRegistry>, doc: Documentation) -> Self {
-        Self { name, output, registry, doc, signature: Signature::user_defined(Volatility::Immutable) }
+    pub fn new(
+        name: &'static str,
+        output: LexiconOutput,
+        registry: Arc<LexiconRegistry>,
+        doc: Documentation,
+    ) -> Self {
+        Self {
+            name,
+            output,
+            registry,
+            doc,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
 impl std::fmt::Debug for LexiconFunc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LexiconFunc").field("name", &self.name).finish()
+        f.debug_struct("LexiconFunc")
+            .field("name", &self.name)
+            .finish()
     }
 }
 impl PartialEq for LexiconFunc {
@@ -266,7 +343,9 @@ impl ScalarUDFImpl for LexiconFunc {
         })
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let lexicon = self.registry.get(literal_str(self.name, "lexicon", &args.args[1])?)?;
+        let lexicon = self
+            .registry
+            .get(literal_str(self.name, "lexicon", &args.args[1])?)?;
         match self.output {
             LexiconOutput::Ratio => map_to_f64(&args.args[0], |t| lexicon.scan(t).ratio()),
             LexiconOutput::Mask => map_to_string(&args.args[0], |t| lexicon.mask(t)),
@@ -308,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn latin_edges_of_cjk_entries_need_word_boundaries_and_spans_never_overlap() {
+        let lex = Lexicon::parse("卖B\nsm女王\na b\nb女\nbdsm\n").unwrap();
+        assert!(lex.scan("我要卖Bitcoin").spans.is_empty());
+        assert_eq!(lex.scan("我要卖B了").spans.len(), 1);
+        for text in ["bdsm女王", "a b女", "xsm女王 a b"] {
+            let scan = lex.scan(text);
+            assert!(
+                scan.spans.windows(2).all(|w| w[0].1 <= w[1].0),
+                "{text}: {scan:?}"
+            );
+            let _ = lex.mask(text);
+            assert!(scan.ratio() <= 1.0);
+        }
+    }
+
+    #[test]
     fn empty_and_bundled() {
         let reg = LexiconRegistry::new("test", &[("a", "x\ny\n")]);
         let lex = reg.get("a").unwrap();
@@ -315,7 +410,12 @@ mod tests {
         assert_eq!(lex.scan("").ratio(), 0.0);
         assert_eq!(lex.scan("  \n ").ratio(), 0.0);
         assert_eq!(lex.scan("x y z w").ratio(), 0.5);
-        assert!(reg.get("nope").unwrap_err().to_string().contains("bundled ones are a"));
+        assert!(
+            reg.get("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("bundled ones are a")
+        );
         assert!(Lexicon::parse("# only a comment\n").is_err());
     }
 }

@@ -33,7 +33,10 @@ pub struct Lexicons {
 
 impl Default for Lexicons {
     fn default() -> Self {
-        Self { flagged: flagged_words::registry(), stopwords: stopwords::registry() }
+        Self {
+            flagged: flagged_words::registry(),
+            stopwords: stopwords::registry(),
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::args::{DOC_SECTION, coerce_text_args, map_to_f64};
 
@@ -27,7 +29,11 @@ fn is_emoji(c: char) -> bool {
 }
 
 pub fn is_special(c: char) -> bool {
-    c.is_ascii_punctuation() || c.is_ascii_digit() || c.is_whitespace() || OTHER_SET.contains(&c) || is_emoji(c)
+    c.is_ascii_punctuation()
+        || c.is_ascii_digit()
+        || c.is_whitespace()
+        || OTHER_SET.contains(&c)
+        || is_emoji(c)
 }
 
 /// Special characters over all characters; 0 for the empty text.
@@ -40,7 +46,11 @@ pub fn special_chars(text: &str) -> f64 {
             special += 1;
         }
     }
-    if total == 0 { 0.0 } else { special as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        special as f64 / total as f64
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -50,7 +60,9 @@ pub struct SpecialCharsFunc {
 
 impl Default for SpecialCharsFunc {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 

@@ -10,8 +10,10 @@ use datafusion::logical_expr::{Documentation, ScalarUDF};
 use crate::args::DOC_SECTION;
 use crate::lexicon::{LexiconFunc, LexiconOutput, LexiconRegistry};
 
-pub const BUNDLED: &[(&str, &str)] =
-    &[("en", include_str!("../lexicons/stopwords_en.txt")), ("zh", include_str!("../lexicons/stopwords_zh.txt"))];
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("en", include_str!("../lexicons/stopwords_en.txt")),
+    ("zh", include_str!("../lexicons/stopwords_zh.txt")),
+];
 
 pub fn registry() -> Arc<LexiconRegistry> {
     Arc::new(LexiconRegistry::new("stopwords", BUNDLED))
@@ -27,7 +29,12 @@ pub fn stopwords_udf(registry: Arc<LexiconRegistry>) -> ScalarUDF {
     .with_argument("lexicon", "Lexicon name, e.g. 'en'.")
     .with_sql_example("SELECT avg(stopwords(text, 'en')) FROM sample_en")
     .build();
-    ScalarUDF::new_from_impl(LexiconFunc::new("stopwords", LexiconOutput::Ratio, registry, doc))
+    ScalarUDF::new_from_impl(LexiconFunc::new(
+        "stopwords",
+        LexiconOutput::Ratio,
+        registry,
+        doc,
+    ))
 }
 
 #[cfg(test)]
@@ -39,7 +46,8 @@ mod tests {
     #[test]
     fn english_prose_versus_keyword_list() {
         let en = registry().get("en").unwrap();
-        let prose = "It was the best of times, it was the worst of times, it was the age of wisdom.";
+        let prose =
+            "It was the best of times, it was the worst of times, it was the age of wisdom.";
         assert!(en.scan(prose).ratio() > 0.5, "{}", en.scan(prose).ratio());
         let list = "Cheap viagra pills discount pharmacy online casino bonus";
         assert!(en.scan(list).ratio() < 0.3, "{}", en.scan(list).ratio());
@@ -59,7 +67,11 @@ mod tests {
 
     #[test]
     fn udf_on_column() {
-        let out = invoke(stopwords_udf(registry()).inner().as_ref(), &[Some("the cat"), None], vec![ScalarValue::from("en")]);
+        let out = invoke(
+            stopwords_udf(registry()).inner().as_ref(),
+            &[Some("the cat"), None],
+            vec![ScalarValue::from("en")],
+        );
         assert_eq!(f64s(&out), vec![Some(0.5), None]);
     }
 }

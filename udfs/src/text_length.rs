@@ -4,7 +4,9 @@ use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::args::{DOC_SECTION, coerce_text_args, map_to_i64};
 
@@ -21,15 +23,21 @@ pub struct TextLengthFunc {
 
 impl Default for TextLengthFunc {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
 static DOC: LazyLock<Documentation> = LazyLock::new(|| {
-    Documentation::builder(DOC_SECTION, "Number of Unicode characters of the text.", "text_length(text)")
-        .with_argument("text", "The document text.")
-        .with_sql_example("SELECT text_length('你好, world')  -- 9")
-        .build()
+    Documentation::builder(
+        DOC_SECTION,
+        "Number of Unicode characters of the text.",
+        "text_length(text)",
+    )
+    .with_argument("text", "The document text.")
+    .with_sql_example("SELECT text_length('你好, world')  -- 9")
+    .build()
 });
 
 impl ScalarUDFImpl for TextLengthFunc {
@@ -69,7 +77,11 @@ mod tests {
 
     #[test]
     fn udf_keeps_nulls() {
-        let out = invoke(&TextLengthFunc::default(), &[Some("héllo"), None, Some("")], vec![]);
+        let out = invoke(
+            &TextLengthFunc::default(),
+            &[Some("héllo"), None, Some("")],
+            vec![],
+        );
         assert_eq!(i64s(&out), vec![Some(5), None, Some(0)]);
     }
 }

@@ -5,7 +5,9 @@ use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::args::{DOC_SECTION, coerce_text_args, is_cjk, map_to_i64};
@@ -48,7 +50,15 @@ fn split_cjk(w: &str) -> impl Iterator<Item = (usize, &str)> {
 pub fn word_count(text: &str) -> i64 {
     // Fast path: UAX #29 already yields one word per ideograph, so counting needs no splitting; the
     // mixed case ("中文abc" as one segment) is rare and handled by `words`.
-    text.unicode_words().map(|w| if w.chars().any(is_cjk) { split_cjk(w).count() } else { 1 }).sum::<usize>() as i64
+    text.unicode_words()
+        .map(|w| {
+            if w.chars().any(is_cjk) {
+                split_cjk(w).count()
+            } else {
+                1
+            }
+        })
+        .sum::<usize>() as i64
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -58,7 +68,9 @@ pub struct WordCountFunc {
 
 impl Default for WordCountFunc {
     fn default() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -115,7 +127,10 @@ mod tests {
         assert_eq!(word_count("Hello, world! 你好"), 4);
         let w: Vec<&str> = words("我用Python写").map(|x| x.1).collect();
         assert_eq!(w, vec!["我", "用", "Python", "写"]);
-        assert_eq!(words("abc 中文").map(|x| x.0).collect::<Vec<_>>(), vec![0, 4, 7]);
+        assert_eq!(
+            words("abc 中文").map(|x| x.0).collect::<Vec<_>>(),
+            vec![0, 4, 7]
+        );
     }
 
     #[test]
@@ -127,7 +142,11 @@ mod tests {
 
     #[test]
     fn udf_on_column() {
-        let out = invoke(&WordCountFunc::default(), &[Some("a b c"), None, Some("")], vec![]);
+        let out = invoke(
+            &WordCountFunc::default(),
+            &[Some("a b c"), None, Some("")],
+            vec![],
+        );
         assert_eq!(i64s(&out), vec![Some(3), None, Some(0)]);
     }
 }
