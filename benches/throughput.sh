@@ -9,8 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=$(realpath "${1:-${OPENSEEK_CORPUS:-../shared/corpus}}")
-cargo build --release --quiet
-bin=$PWD/target/release/openseek
+# PROFILE=dev measures the dev build (every crate at opt-level 2) instead of the release build.
+if [ "${PROFILE:-release}" = dev ]; then
+  cargo build --quiet
+  bin=$PWD/target/debug/openseek
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/openseek
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export RUST_LOG=warn

@@ -77,7 +77,7 @@ impl Lexicon {
             if entry.is_empty() || entry.starts_with('#') {
                 continue;
             }
-            let ws: Vec<&str> = words(entry).map(|w| w.1).collect();
+            let ws: Vec<&str> = words(entry).into_iter().map(|w| w.1).collect();
             if ws.is_empty() {
                 continue;
             }
@@ -123,7 +123,7 @@ impl Lexicon {
 
     /// Finds every entry in `text`.
     pub fn scan(&self, text: &str) -> LexiconScan {
-        let ws: Vec<(usize, &str)> = words(text).collect();
+        let ws: Vec<(usize, &str)> = words(text);
         // CJK entries first, over the raw text. An entry that starts or ends with a Latin letter or digit
         // must meet a word boundary there ("卖B" is not in "卖Bitcoin").
         let mut cjk_spans: Vec<(usize, usize)> = Vec::new();
@@ -171,9 +171,20 @@ impl Lexicon {
                 if !free[i + k] {
                     break; // a multi-word entry never runs into a CJK match
                 }
-                let bytes = lower(ws[i + k].1);
+                let word = ws[i + k].1;
+                // ASCII words are lower-cased byte by byte on the fly; others allocate.
+                let owned;
+                let bytes: &[u8] = if word.is_ascii() {
+                    word.as_bytes()
+                } else {
+                    owned = word.to_lowercase();
+                    owned.as_bytes()
+                };
                 let sep = if k == 0 { None } else { Some(b' ') };
-                for b in sep.into_iter().chain(bytes.bytes()) {
+                for b in sep
+                    .into_iter()
+                    .chain(bytes.iter().map(u8::to_ascii_lowercase))
+                {
                     match node.find_input(b) {
                         Some(t) => node = fst.node(node.transition(t).addr),
                         None => break 'walk,
