@@ -41,7 +41,9 @@ printf '%-22s %6s %10s %8s %12s %10s %s\n' input cores text_MB wall_s MB/s/core 
 for spec in "en 1" "en 2" "en10 2"; do
   set -- $spec
   out="$work/out-$1-$2"
-  /usr/bin/time -f "%e %M" -o "$work/time" "$bin" --partitions "$2" run "$work/$1.yaml" --output "$out" > /dev/null
+  # 1 core: pinned with taskset, so that reader, function and writer threads share one core.
+  pin=""; [ "$2" = 1 ] && pin="taskset -c 0"
+  /usr/bin/time -f "%e %M" -o "$work/time" $pin "$bin" --partitions "$2" run "$work/$1.yaml" --output "$out" > /dev/null
   read -r wall kb < "$work/time"
   mb=$(text_mb "$out/report.json")
   printf '%-22s %6s %10.1f %8.2f %12.1f %10.0f %s\n' "$1" "$2" "$mb" "$wall" "$(echo "$mb / $wall / $2" | bc -l)" "$(echo "$kb / 1024" | bc -l)" "$(rows "$out/report.json")"
@@ -65,13 +67,14 @@ print(f"{len(docs)} documents, {sum(len(d['text'].encode()) for d in docs) / 1e6
 PY
 printf '%-44s %8s %10s %10s\n' tool wall_s MB/s peak_MB
 mb=$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$work/hant.txt")
-/usr/bin/time -f "%e %M" -o "$work/time" opencc -c t2s.json -i "$work/hant.txt" -o "$work/hans.txt"
+/usr/bin/time -f "%e %M" -o "$work/time" taskset -c 0 opencc -c t2s.json -i "$work/hant.txt" -o "$work/hans.txt"
 read -r wall kb < "$work/time"
 printf '%-44s %8.2f %10.1f %10.0f\n' "opencc $(opencc --version 2>&1 | grep -o '[0-9.]*' | head -1) CLI (plain text in/out, 1 thread)" "$wall" "$(echo "$mb / $wall" | bc -l)" "$(echo "$kb / 1024" | bc -l)"
 { echo "name: t2s"; echo "input: {path: $work/hant.jsonl, id: id}"; echo "stages:"; echo "  - chinese_convert: {mode: t2s}"; } > "$work/t2s.yaml"
 for cores in 1 2; do
   out="$work/out-t2s-$cores"
-  /usr/bin/time -f "%e %M" -o "$work/time" "$bin" --partitions "$cores" run "$work/t2s.yaml" --output "$out" > /dev/null
+  pin=""; [ "$cores" = 1 ] && pin="taskset -c 0"
+  /usr/bin/time -f "%e %M" -o "$work/time" $pin "$bin" --partitions "$cores" run "$work/t2s.yaml" --output "$out" > /dev/null
   read -r wall kb < "$work/time"
   fn=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print([s for s in r['stages'] if s['name']=='chinese_convert'][0]['seconds'])" "$out/report.json")
   printf '%-44s %8.2f %10.1f %10.0f\n' "openseek run, $cores core(s) (jsonl in, parquet out)" "$wall" "$(echo "$mb / $wall" | bc -l)" "$(echo "$kb / 1024" | bc -l)"

@@ -12,6 +12,9 @@ use openseek::io::malformed::RejectLog;
 use openseek::pipeline::{RunOptions, run_pipeline};
 use openseek::sql::{SqlFormat, check_absent, functions, run_sql};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "openseek",

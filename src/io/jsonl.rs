@@ -23,7 +23,7 @@ use super::malformed::{MalformedRow, OnError, ReadStats, RejectSink};
 
 /// Rows per batch, and the text bytes after which a batch is cut early (huge documents).
 pub const BATCH_ROWS: usize = 4096;
-pub const BATCH_TEXT_BYTES: usize = 32 << 20;
+pub const BATCH_TEXT_BYTES: usize = 8 << 20;
 /// Lines sampled to infer the types of the passed-through columns.
 const SAMPLE_LINES: usize = 1000;
 

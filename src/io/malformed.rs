@@ -95,8 +95,10 @@ pub struct ReadStats {
     pub malformed: AtomicU64,
     /// Bytes of text handed to the query.
     pub text_bytes: AtomicU64,
-    /// Time spent reading and parsing, summed over reader threads.
+    /// Time spent in the readers, summed over reader threads, including `wait_nanos`.
     pub nanos: AtomicU64,
+    /// Time the readers spent waiting for the query to take their batches.
+    pub wait_nanos: AtomicU64,
 }
 
 impl ReadStats {

@@ -18,8 +18,9 @@ use super::SourceSpec;
 use super::jsonl::doc_fields;
 use super::malformed::{MalformedRow, OnError, ReadStats, RejectSink};
 
-/// Rows per batch: web documents average a few KB, so this keeps batches at a few MB.
-const BATCH_ROWS: usize = 2048;
+/// Rows per batch: documents average a few KB but reach MBs; small batches keep the bytes in flight, and
+/// so peak memory, low and steady.
+const BATCH_ROWS: usize = 512;
 
 fn is_text_type(t: &DataType) -> bool {
     matches!(

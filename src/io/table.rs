@@ -177,7 +177,12 @@ impl PartitionStream for FilesPartition {
             Arc::clone(&self.stats),
         );
         builder.spawn_blocking(move || {
-            let mut emit = |b| tx.blocking_send(Ok(b)).is_ok();
+            let mut emit = |b| {
+                let t = std::time::Instant::now();
+                let sent = tx.blocking_send(Ok(b)).is_ok();
+                stats.add(&stats.wait_nanos, t.elapsed().as_nanos() as u64);
+                sent
+            };
             for file in &files {
                 let read = match spec.format {
                     Format::Jsonl => {

@@ -273,7 +273,10 @@ async fn run_segments(
                     read.rows_out = ReadStats::get(&stats.rows_ok);
                     read.bytes_in = disk_bytes; // the files as stored (compressed)
                     read.bytes_out = ReadStats::get(&stats.text_bytes);
-                    read.seconds = ReadStats::get(&stats.nanos) as f64 / 1e9;
+                    read.seconds = ReadStats::get(&stats.nanos)
+                        .saturating_sub(ReadStats::get(&stats.wait_nanos))
+                        as f64
+                        / 1e9;
                     for m in &malformed {
                         read.reject(&m.reason, 1);
                     }
