@@ -34,7 +34,7 @@ async fn t2s_equals_the_opencc_cli_on_every_traditional_document() {
         );
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI installs opencc (scripts/test): it must be there"
+            "CI installs opencc (scripts/install-test-deps): it must be there"
         );
         return;
     }

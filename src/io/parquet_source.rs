@@ -97,19 +97,20 @@ pub fn read_file(
     let opened = File::open(path)
         .map_err(anyhow::Error::from)
         .and_then(open_reader);
+    let corrupt = |e: anyhow::Error| {
+        file_error(
+            spec,
+            sink,
+            stats,
+            &file_name,
+            &short_name,
+            "corrupt_file",
+            e,
+        )
+    };
     let (reader, source_schema) = match opened {
         Ok(r) => r,
-        Err(e) => {
-            return file_error(
-                spec,
-                sink,
-                stats,
-                &file_name,
-                &short_name,
-                "corrupt_file",
-                e,
-            );
-        }
+        Err(e) => return corrupt(e),
     };
     let text_idx = source_schema.index_of(&spec.text_column).map_err(|_| {
         anyhow!(
@@ -133,17 +134,7 @@ pub fn read_file(
     for batch in reader {
         let batch = match batch {
             Ok(b) => b,
-            Err(e) => {
-                return file_error(
-                    spec,
-                    sink,
-                    stats,
-                    &file_name,
-                    &short_name,
-                    "corrupt_file",
-                    e.into(),
-                );
-            }
+            Err(e) => return corrupt(e.into()),
         };
         let n = batch.num_rows();
         // Text: nulls and invalid UTF-8 are rejects; everything else becomes Utf8.

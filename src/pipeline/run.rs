@@ -257,10 +257,11 @@ async fn run_segments(
                     progress.track(&stats);
                     let df = engine.ctx.read_table(Arc::new(table))?;
                     let name = format!("part-{j}-{t:05}");
-                    let mut sink = SegmentSink::new(
-                        sink_stages(&row_stages),
-                        &data_dir.join(format!("{name}.{}", format.extension())),
-                        &out_dir.join("rejects").join(format!("{name}.parquet")),
+                    let mut sink = new_sink(
+                        &row_stages,
+                        &data_dir,
+                        out_dir,
+                        &name,
                         format,
                         keep_text,
                         !final_seg,
@@ -297,15 +298,7 @@ async fn run_segments(
                 };
                 let label = &stages[sql_idx].label;
                 let prev = out_dir.join("_stages").join((j - 1).to_string());
-                let _ = engine.ctx.deregister_table("input");
-                engine
-                    .ctx
-                    .register_parquet(
-                        "input",
-                        prev.to_string_lossy().as_ref(),
-                        ParquetReadOptions::default(),
-                    )
-                    .await?;
+                register_dir(engine, "input", &prev).await?;
                 let input = engine.ctx.table("input").await?;
                 let (rows_in, bytes_in) = count_rows_bytes(input.clone()).await?;
                 let query_df = engine
@@ -337,21 +330,14 @@ async fn run_segments(
                     }
                     w.finish()?;
                 }
-                let _ = engine.ctx.deregister_table("__os_sql_result");
-                engine
-                    .ctx
-                    .register_parquet(
-                        "__os_sql_result",
-                        result_dir.to_string_lossy().as_ref(),
-                        ParquetReadOptions::default(),
-                    )
-                    .await?;
+                register_dir(engine, "__os_sql_result", &result_dir).await?;
                 let out = engine.ctx.table("__os_sql_result").await?;
                 let name = format!("part-{j}-00000");
-                let mut sink = SegmentSink::new(
-                    sink_stages(&row_stages),
-                    &data_dir.join(format!("{name}.{}", format.extension())),
-                    &out_dir.join("rejects").join(format!("{name}.parquet")),
+                let mut sink = new_sink(
+                    &row_stages,
+                    &data_dir,
+                    out_dir,
+                    &name,
                     format,
                     keep_text,
                     !final_seg,
@@ -415,6 +401,40 @@ async fn run_segments(
         }
     }
     Ok(markers)
+}
+
+/// Registers a directory of Parquet parts (a checkpoint) as a table, replacing any of that name.
+async fn register_dir(engine: &Engine, name: &str, dir: &Path) -> Result<()> {
+    let _ = engine.ctx.deregister_table(name);
+    engine
+        .ctx
+        .register_parquet(
+            name,
+            dir.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The sink of one task: its data part under `data_dir`, its rejects part under `out_dir/rejects`.
+fn new_sink(
+    row_stages: &[(usize, &Stage)],
+    data_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+    format: OutFormat,
+    keep_text: bool,
+    checkpoint: bool,
+) -> SegmentSink {
+    SegmentSink::new(
+        sink_stages(row_stages),
+        &data_dir.join(format!("{name}.{}", format.extension())),
+        &out_dir.join("rejects").join(format!("{name}.parquet")),
+        format,
+        keep_text,
+        checkpoint,
+    )
 }
 
 fn sink_stages(row_stages: &[(usize, &Stage)]) -> Vec<SinkStage> {
