@@ -1,8 +1,8 @@
 //! The progress line of a run: rows and text bytes read, with rates, refreshed from the readers'
 //! counters.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,7 +15,8 @@ pub struct Progress {
     done_rows: AtomicU64,
     done_bytes: AtomicU64,
     current: Mutex<Option<Arc<ReadStats>>>,
-    stop: AtomicBool,
+    /// Set by `stop`; the drawing thread waits on it between refreshes, so that it ends at once.
+    stop: (Mutex<bool>, Condvar),
 }
 
 impl Progress {
@@ -54,7 +55,9 @@ impl Progress {
         bar.set_prefix(name.to_string());
         std::thread::spawn(move || {
             let start = Instant::now();
-            while !this.stop.load(Ordering::Relaxed) {
+            let (lock, wake) = &this.stop;
+            let mut stopped = lock.lock().expect("progress lock");
+            while !*stopped {
                 let (rows, bytes) = this.totals();
                 let secs = start.elapsed().as_secs_f64().max(1e-3);
                 bar.set_message(format!(
@@ -64,13 +67,17 @@ impl Progress {
                     bytes as f64 / 1e6 / secs
                 ));
                 bar.tick();
-                std::thread::sleep(Duration::from_millis(200));
+                stopped = wake
+                    .wait_timeout(stopped, Duration::from_millis(200))
+                    .expect("progress lock")
+                    .0;
             }
             bar.finish_and_clear();
         })
     }
 
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        *self.stop.0.lock().expect("progress lock") = true;
+        self.stop.1.notify_all();
     }
 }

@@ -67,8 +67,9 @@ impl Default for RunOptions {
 #[derive(Debug, Serialize, Deserialize)]
 struct TaskMarker {
     stages: Vec<StageReport>,
-    data: Option<PartInfo>,
-    rejects: Option<PartInfo>,
+    /// The task's parts, one per output partition that wrote one.
+    data: Vec<PartInfo>,
+    rejects: Vec<PartInfo>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,14 +163,10 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
                 .or_insert_with(|| StageReport::new(&s.name))
                 .merge(s);
         }
-        if let Some(p) = &m.data {
-            if *final_seg {
-                report.parts.push(p.clone());
-            }
+        if *final_seg {
+            report.parts.extend(m.data.iter().cloned());
         }
-        if let Some(p) = &m.rejects {
-            report.rejects.push(p.clone());
-        }
+        report.rejects.extend(m.rejects.iter().cloned());
     }
     let order = std::iter::once("read".to_string()).chain(stages.iter().map(|s| s.label.clone()));
     report.stages = order
@@ -257,16 +254,10 @@ async fn run_segments(
                     progress.track(&stats);
                     let df = engine.ctx.read_table(Arc::new(table))?;
                     let name = format!("part-{j}-{t:05}");
-                    let mut sink = new_sink(
-                        &row_stages,
-                        &data_dir,
-                        out_dir,
-                        &name,
-                        format,
-                        keep_text,
-                        !final_seg,
-                    );
-                    let timers = stream_segment(engine, df, &row_stages, &mut sink).await?;
+                    let new_part =
+                        PartNames::new(&row_stages, &data_dir, out_dir, &name, format, keep_text, !final_seg)?;
+                    let (mut sinks, timers) =
+                        stream_segment(engine, df, &row_stages, &new_part).await?;
                     // The read stage: what the readers saw, and the malformed rows they set aside.
                     let malformed = buffer.take();
                     let mut read = StageReport::new("read");
@@ -281,8 +272,8 @@ async fn run_segments(
                     for m in &malformed {
                         read.reject(&m.reason, 1);
                     }
-                    sink.write_rejects(RejectRows::from_malformed(malformed))?;
-                    let marker = finish_task(sink, timers, Some(read), None, &marker_path)?;
+                    sinks[0].write_rejects(RejectRows::from_malformed(malformed))?;
+                    let marker = finish_task(sinks, timers, Some(read), None, &marker_path)?;
                     progress.finish_task();
                     markers.push((final_seg, marker));
                 }
@@ -333,15 +324,9 @@ async fn run_segments(
                 register_dir(engine, "__os_sql_result", &result_dir).await?;
                 let out = engine.ctx.table("__os_sql_result").await?;
                 let name = format!("part-{j}-00000");
-                let mut sink = new_sink(
-                    &row_stages,
-                    &data_dir,
-                    out_dir,
-                    &name,
-                    format,
-                    keep_text,
-                    !final_seg,
-                );
+                let new_part =
+                    PartNames::new(&row_stages, &data_dir, out_dir, &name, format, keep_text, !final_seg)?;
+                let mut sql_rejects = Vec::new();
                 // Rows of `input` that the query did not return are its rejects.
                 let kept = out.clone().select(vec![col("id").alias("__os_kept_id")])?;
                 let dropped =
@@ -379,11 +364,14 @@ async fn run_segments(
                             .push(keep_text.then(|| texts.value(i).to_string()));
                     }
                     sql_report.reject(&reason, b.num_rows() as u64);
-                    sink.write_rejects(rows)?;
+                    sql_rejects.push(rows);
                 }
-                let timers = stream_segment(engine, out, &row_stages, &mut sink).await?;
-                sql_report.rows_out = sink.rows_entered;
-                sql_report.bytes_out = sink.bytes_entered;
+                let (mut sinks, timers) = stream_segment(engine, out, &row_stages, &new_part).await?;
+                for rows in sql_rejects {
+                    sinks[0].write_rejects(rows)?;
+                }
+                sql_report.rows_out = sinks.iter().map(|s| s.rows_entered).sum();
+                sql_report.bytes_out = sinks.iter().map(|s| s.bytes_entered).sum();
                 if sql_report.rows_in != sql_report.rows_out + sql_report.rows_rejected {
                     bail!(
                         "{label}: a sql stage may drop rows and change columns, but not duplicate or re-key rows \
@@ -393,7 +381,7 @@ async fn run_segments(
                         sql_report.rows_rejected
                     );
                 }
-                let marker = finish_task(sink, timers, None, Some(sql_report), &marker_path)?;
+                let marker = finish_task(sinks, timers, None, Some(sql_report), &marker_path)?;
                 markers.push((final_seg, marker));
                 let _ = engine.ctx.deregister_table("input");
                 let _ = engine.ctx.deregister_table("__os_sql_result");
@@ -417,24 +405,66 @@ async fn register_dir(engine: &Engine, name: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The sink of one task: its data part under `data_dir`, its rejects part under `out_dir/rejects`.
-fn new_sink(
-    row_stages: &[(usize, &Stage)],
-    data_dir: &Path,
-    out_dir: &Path,
-    name: &str,
+/// Where the sinks of one task write: for output partition `p`, the data part `NAME-p.EXT` under
+/// `data_dir` and the rejects part `NAME-p.parquet` under `out_dir/rejects`.
+struct PartNames {
+    stages: Vec<SinkStage>,
+    data_dir: PathBuf,
+    rejects_dir: PathBuf,
+    name: String,
     format: OutFormat,
     keep_text: bool,
     checkpoint: bool,
-) -> SegmentSink {
-    SegmentSink::new(
-        sink_stages(row_stages),
-        &data_dir.join(format!("{name}.{}", format.extension())),
-        &out_dir.join("rejects").join(format!("{name}.parquet")),
-        format,
-        keep_text,
-        checkpoint,
-    )
+}
+
+impl PartNames {
+    /// Also deletes the parts that an interrupted earlier attempt at this task left, whatever its
+    /// number of partitions, so that a rerun never leaves a duplicate behind.
+    fn new(
+        row_stages: &[(usize, &Stage)],
+        data_dir: &Path,
+        out_dir: &Path,
+        name: &str,
+        format: OutFormat,
+        keep_text: bool,
+        checkpoint: bool,
+    ) -> Result<Self> {
+        let rejects_dir = out_dir.join("rejects");
+        for dir in [data_dir, rejects_dir.as_path()] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries {
+                let e = e?;
+                let file = e.file_name().to_string_lossy().into_owned();
+                if file.trim_start_matches('.').starts_with(&format!("{name}-")) {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("removing stale part {}", e.path().display()))?;
+                }
+            }
+        }
+        Ok(Self {
+            stages: sink_stages(row_stages),
+            data_dir: data_dir.to_path_buf(),
+            rejects_dir,
+            name: name.to_string(),
+            format,
+            keep_text,
+            checkpoint,
+        })
+    }
+
+    fn sink(&self, partition: usize) -> SegmentSink {
+        let name = format!("{}-{partition:02}", self.name);
+        SegmentSink::new(
+            self.stages.iter().map(SinkStage::clone).collect(),
+            &self.data_dir.join(format!("{name}.{}", self.format.extension())),
+            &self.rejects_dir.join(format!("{name}.parquet")),
+            self.format,
+            self.keep_text,
+            self.checkpoint,
+        )
+    }
 }
 
 fn sink_stages(row_stages: &[(usize, &Stage)]) -> Vec<SinkStage> {
@@ -448,35 +478,68 @@ fn sink_stages(row_stages: &[(usize, &Stage)]) -> Vec<SinkStage> {
         .collect()
 }
 
-/// Plans the row stages over `df` and streams the result into the sink; returns the stage timers.
+/// Plans the row stages over `df` and streams each output partition into a sink of its own, all at once:
+/// a partition's stages and its writes run on one tokio task, so that encoding and compressing the
+/// output spreads over the cores as the functions do. Returns the sinks (at least one) and the stage
+/// timers.
 async fn stream_segment(
     engine: &Engine,
     df: DataFrame,
     row_stages: &[(usize, &Stage)],
-    sink: &mut SegmentSink,
-) -> Result<Vec<Arc<AtomicU64>>> {
+    parts: &PartNames,
+) -> Result<(Vec<SegmentSink>, Vec<Arc<AtomicU64>>)> {
     let timers: Vec<Arc<AtomicU64>> = row_stages
         .iter()
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
     let df = plan::apply(&engine.ctx, plan::start(df)?, row_stages, &timers)?;
-    sink.set_schema(df.schema().as_arrow());
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| anyhow::anyhow!("{e}"))?;
-        sink.push(&batch)?;
+    let schema = df.schema().as_arrow().clone();
+    let streams = df.execute_stream_partitioned().await?;
+    let mut handles = Vec::with_capacity(streams.len());
+    for (p, mut stream) in streams.into_iter().enumerate() {
+        let mut sink = parts.sink(p);
+        sink.set_schema(&schema);
+        handles.push(tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| anyhow::anyhow!("{e}"))?;
+                sink.push(&batch)?;
+            }
+            anyhow::Ok(sink)
+        }));
     }
-    Ok(timers)
+    let mut sinks = Vec::with_capacity(handles.len());
+    for h in handles {
+        sinks.push(h.await.context("output partition task")??);
+    }
+    if sinks.is_empty() {
+        let mut sink = parts.sink(0);
+        sink.set_schema(&schema);
+        sinks.push(sink);
+    }
+    Ok((sinks, timers))
 }
 
 fn finish_task(
-    sink: SegmentSink,
+    sinks: Vec<SegmentSink>,
     timers: Vec<Arc<AtomicU64>>,
     read: Option<StageReport>,
     sql: Option<StageReport>,
     marker_path: &Path,
 ) -> Result<TaskMarker> {
-    let (mut reports, data, rejects) = sink.finish()?;
+    let mut reports: Vec<StageReport> = Vec::new();
+    let (mut data, mut rejects) = (Vec::new(), Vec::new());
+    for sink in sinks {
+        let (part_reports, d, r) = sink.finish()?;
+        if reports.is_empty() {
+            reports = part_reports;
+        } else {
+            for (acc, r) in reports.iter_mut().zip(&part_reports) {
+                acc.merge(r);
+            }
+        }
+        data.extend(d);
+        rejects.extend(r);
+    }
     for (r, t) in reports.iter_mut().zip(&timers) {
         r.seconds = t.load(Ordering::Relaxed) as f64 / 1e9;
     }

@@ -100,6 +100,7 @@ impl RejectRows {
 }
 
 /// One row stage of the segment, as the sink counts it.
+#[derive(Clone)]
 pub struct SinkStage {
     /// Index in the pipeline's stage list.
     pub idx: usize,

@@ -13,28 +13,42 @@ use crate::args::{DOC_SECTION, coerce_text_args, map_to_f64};
 
 /// Lines are counted as Python's `str.splitlines` counts them (data-juicer's definition): `\r\n` is one
 /// break, a trailing break does not open an empty line, and the other Unicode line separators count.
-pub fn line_count(text: &str) -> usize {
-    let mut lines = 0;
-    let mut open = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                lines += 1;
-                open = false;
-            }
-            '\n' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}'
-            | '\u{2029}' => {
-                lines += 1;
-                open = false;
-            }
-            _ => open = true,
-        }
+/// Bytes that may start a line break: the ASCII ones, and the lead bytes of U+0085 (C2 85) and of
+/// U+2028/U+2029 (E2 80 A8/A9).
+static BREAK_START: [bool; 256] = {
+    let mut t = [false; 256];
+    let starts = [b'\r', b'\n', 0x0b, 0x0c, 0x1c, 0x1d, 0x1e, 0xC2, 0xE2];
+    let mut k = 0;
+    while k < starts.len() {
+        t[starts[k] as usize] = true;
+        k += 1;
     }
-    lines + usize::from(open)
+    t
+};
+
+pub fn line_count(text: &str) -> usize {
+    // Over bytes, jumping from one possible break to the next: every break but U+0085, U+2028 and
+    // U+2029 is one ASCII byte, and those three are recognised by their encodings, so no character is
+    // decoded.
+    let b = text.as_bytes();
+    let mut lines = 0;
+    let mut i = 0; // just past the last break: what follows is an open line if not empty
+    while let Some(p) = b[i..].iter().position(|&c| BREAK_START[c as usize]) {
+        let j = i + p;
+        let width = match (b[j], b.get(j + 1), b.get(j + 2)) {
+            (b'\r', Some(b'\n'), _) => 2,
+            (b'\r' | b'\n' | 0x0b | 0x0c | 0x1c..=0x1e, _, _) => 1,
+            (0xC2, Some(0x85), _) => 2,
+            (0xE2, Some(0x80), Some(0xA8 | 0xA9)) => 3,
+            _ => {
+                i = j + 1; // the lead byte of another character
+                continue;
+            }
+        };
+        lines += 1;
+        i = j + width;
+    }
+    lines + usize::from(i < b.len())
 }
 
 /// Characters per line; 0 for the empty text.
@@ -106,6 +120,7 @@ mod tests {
         assert_eq!(line_count("a\n\nb\n"), 3);
         assert_eq!(line_count("\n"), 1);
         assert_eq!(line_count("a\rb\u{2028}c"), 3);
+        assert_eq!(line_count("a\u{85}b\u{2029}c\x1c…\u{2027}é"), 4);
     }
 
     #[test]

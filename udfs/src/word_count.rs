@@ -12,83 +12,123 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use crate::args::{DOC_SECTION, coerce_text_args, is_cjk, map_to_i64};
 
-/// Calls `f` with every UAX #29 word segment of `text` that holds a letter or digit, and its offset.
-///
-/// Written out rather than calling `unicode_word_indices` on the whole text because that is the hot
-/// loop of every lexicon stage and costs ~30 MB/s: ASCII whitespace always separates words, so the text is
-/// cut there, ASCII chunks (most of an English corpus) go through a byte loop that applies UAX #29's rules
-/// for ASCII (letters and digits joined by `_`; `' . :` inside letters; `, ; . '` inside numbers), and
-/// only chunks with other characters go through `unicode-segmentation`. A test checks the two agree.
-pub fn for_each_segment<'a>(text: &'a str, mut f: impl FnMut(usize, &'a str)) {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let start = i;
-        let mut ascii = true;
-        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-            ascii &= bytes[i] < 0x80;
-            i += 1;
-        }
-        let chunk = &text[start..i];
-        if ascii {
-            ascii_segments(chunk, start, &mut f);
-        } else {
-            for (o, w) in chunk.unicode_word_indices() {
-                f(start + o, w);
-            }
-        }
-    }
-}
+/// Byte classes of the ASCII fast path of [`words`].
+const OTHER: u8 = 0; // ASCII punctuation and controls
+const WORD: u8 = 1; // ASCII letter, digit or '_'
+const SPACE: u8 = 2; // ASCII whitespace: always a word boundary
+const HIGH: u8 = 3; // a byte of a non-ASCII character
 
-fn ascii_segments<'a>(chunk: &'a str, base: usize, f: &mut impl FnMut(usize, &'a str)) {
-    let b = chunk.as_bytes();
-    let word_byte = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    let mut i = 0;
-    while i < b.len() {
-        if !word_byte(b[i]) {
-            i += 1;
-            continue;
-        }
-        let s = i;
-        loop {
-            while i < b.len() && word_byte(b[i]) {
-                i += 1;
-            }
-            if i + 1 < b.len() && word_byte(b[i + 1]) {
-                let (prev, mid, next) = (b[i - 1], b[i], b[i + 1]);
-                let letters = prev.is_ascii_alphabetic()
-                    && next.is_ascii_alphabetic()
-                    && matches!(mid, b'\'' | b'.' | b':');
-                let digits = prev.is_ascii_digit()
-                    && next.is_ascii_digit()
-                    && matches!(mid, b',' | b';' | b'.' | b'\'');
-                if letters || digits {
-                    i += 1;
-                    continue;
-                }
-            }
-            break;
-        }
-        let w = &chunk[s..i];
-        if w.bytes().any(|c| c.is_ascii_alphanumeric()) {
-            f(base + s, w);
-        }
+static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c >= 0x80 {
+            HIGH
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            WORD
+        } else if c.is_ascii_whitespace() {
+            SPACE
+        } else {
+            OTHER
+        };
+        b += 1;
     }
-}
+    t
+};
 
 /// The words of `text` with their byte offsets: UAX #29 words that hold a letter or digit, with every
 /// CJK character split out as a word of its own. Shared by the lexicon functions so that their ratios use
 /// the same denominator as `word_count`.
+///
+/// Written out rather than calling `unicode_word_indices` on the whole text because this is the hot loop
+/// of every lexicon stage and that costs ~30 MB/s. ASCII whitespace always separates words, so the text
+/// falls into whitespace-delimited chunks; an ASCII chunk (most of an English corpus) is segmented in one
+/// pass by a byte loop that applies UAX #29's rules for ASCII (letters and digits joined by `_`; `' . :`
+/// inside letters; `, ; . '` inside numbers); a chunk with another character is handed, from its start,
+/// to `unicode-segmentation`, and what the byte loop had found in it is dropped. A test checks that the
+/// two paths agree.
 pub fn words(text: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::with_capacity(text.len() / 6);
-    for_each_segment(text, |off, w| {
-        // ASCII words (the common case) cannot hold CJK.
+    let mut out = Vec::with_capacity(text.len() / 6 + 8);
+    let b = text.as_bytes();
+    let n = b.len();
+    let (mut chunk_start, mut chunk_mark) = (0, 0);
+    let mut i = 0;
+    while i < n {
+        match CLASS[b[i] as usize] {
+            SPACE => {
+                i += 1;
+                chunk_start = i;
+                chunk_mark = out.len();
+            }
+            OTHER => i += 1,
+            HIGH if boundary_char_at(text, i) > 0 => i += boundary_char_at(text, i),
+            HIGH => {
+                out.truncate(chunk_mark);
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| CLASS[c as usize] == SPACE)
+                    .map_or(n, |p| i + p);
+                unicode_words(&text[chunk_start..end], chunk_start, &mut out);
+                i = end;
+            }
+            _ => {
+                let s = i;
+                loop {
+                    i += b[i..]
+                        .iter()
+                        .position(|&c| CLASS[c as usize] != WORD)
+                        .unwrap_or(n - i);
+                    // A mid character between letters or between digits joins them: ' . : and the
+                    // typographic apostrophes ‘ ’ between letters; , ; . ' ‘ ’ between digits.
+                    let (width, in_letters, in_digits) = match b.get(i..i + 3) {
+                        Some([0xE2, 0x80, 0x98 | 0x99]) => (3, true, true),
+                        _ => match b.get(i) {
+                            Some(b'\'' | b'.') => (1, true, true),
+                            Some(b':') => (1, true, false),
+                            Some(b',' | b';') => (1, false, true),
+                            _ => break,
+                        },
+                    };
+                    let Some(&next) = b.get(i + width) else { break };
+                    let prev = b[i - 1];
+                    if (in_letters && prev.is_ascii_alphabetic() && next.is_ascii_alphabetic())
+                        || (in_digits && prev.is_ascii_digit() && next.is_ascii_digit())
+                    {
+                        i += width;
+                        continue;
+                    }
+                    break;
+                }
+                // "___" is a UAX #29 word without a letter or digit.
+                if b[s] != b'_' || b[s..i].iter().any(u8::is_ascii_alphanumeric) {
+                    out.push((s, &text[s..i]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The width of the character at byte `i` if it is one that UAX #29 gives the word-break property Other
+/// (a boundary on both sides, whatever its neighbours): the typographic punctuation of web text, which
+/// the fast path steps over rather than handing the chunk to `unicode-segmentation`. Else 0.
+fn boundary_char_at(text: &str, i: usize) -> usize {
+    match text[i..].chars().next() {
+        Some(c @ ('\u{A0}' | '“' | '”' | '–' | '—' | '…' | '«' | '»' | '•' | '°' | '€' | '£')) => {
+            c.len_utf8()
+        }
+        _ => 0,
+    }
+}
+
+/// The words of a chunk with a non-ASCII character, by UAX #29, CJK runs split into characters.
+fn unicode_words<'a>(chunk: &'a str, base: usize, out: &mut Vec<(usize, &'a str)>) {
+    for (off, w) in chunk.unicode_word_indices() {
+        let off = base + off;
         if w.is_ascii() || !w.chars().any(is_cjk) {
             out.push((off, w));
-            return;
+            continue;
         }
         let mut run_start: Option<usize> = None;
         for (i, c) in w.char_indices() {
@@ -104,33 +144,11 @@ pub fn words(text: &str) -> Vec<(usize, &str)> {
         if let Some(s) = run_start {
             out.push((off + s, &w[s..]));
         }
-    });
-    out
-}
-
-/// How many words `words` gives for one segment.
-fn segment_words(w: &str) -> usize {
-    if w.is_ascii() {
-        return 1;
     }
-    let mut n = 0;
-    let mut in_run = false;
-    for c in w.chars() {
-        if is_cjk(c) {
-            n += 1;
-            in_run = false;
-        } else if !in_run {
-            n += 1;
-            in_run = true;
-        }
-    }
-    n
 }
 
 pub fn word_count(text: &str) -> i64 {
-    let mut n = 0;
-    for_each_segment(text, |_, w| n += segment_words(w));
-    n as i64
+    words(text).len() as i64
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -213,6 +231,31 @@ mod tests {
         let text = "The quick brown fox 跳过了 the lazy dog. ".repeat(10_000);
         assert_eq!(word_count(&text), words(&text).len() as i64);
         assert_eq!(word_count(&text), 10 * 10_000);
+    }
+
+    /// The ASCII fast path gives what `unicode-segmentation` gives, on text that mixes every case.
+    #[test]
+    fn fast_path_agrees_with_unicode_segmentation() {
+        let pieces = [
+            "word", "Don't", "U.S.A.", "3.14", "1,000", "a:b", "x_y", "___", "_a", "a_", "e-mail",
+            "naïve", "l’été", "café.", "3'4", "a'", "'a", "...", "--", "(ok)", "\"q\"", "end.Then",
+            "1;2", "a.1", "1.a", "—", "中文", "abc中", "x.中", "\t", "\n", " ", "🙂", "é", ".", "'",
+            "“", "”", "–", "…", "\u{A0}", "«", "»", "•", "°", "€", "£", "’", "‘", "don’t", "1’000", "a’",
+            "’a", "x:", ":y", "5,", ",6", "\u{301}", "\u{200D}", "©",
+        ];
+        // A deterministic pseudo-random walk over the pieces, glued with and without spaces.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut text = String::new();
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            if (state >> 20) % 3 == 0 {
+                text.push(' ');
+            }
+        }
+        let mut expected = Vec::new();
+        unicode_words(&text, 0, &mut expected);
+        assert_eq!(words(&text), expected);
     }
 
     #[test]
