@@ -56,7 +56,18 @@ pub fn temp_name(path: &Path) -> PathBuf {
 }
 
 impl PartWriter {
+    /// A data part: Parquet at zstd level 3, DataFusion's default.
     pub fn create(path: &Path, format: OutFormat, schema: &SchemaRef) -> Result<Self> {
+        Self::create_at_level(path, format, schema, 3)
+    }
+
+    /// A rejects part: zstd level 1. With `keep_rejected_text` rejects hold most of the input's text and
+    /// are read rarely; level 3 would spend a tenth of a rule-filter run compressing them.
+    pub fn create_rejects(path: &Path, schema: &SchemaRef) -> Result<Self> {
+        Self::create_at_level(path, OutFormat::Parquet, schema, 1)
+    }
+
+    fn create_at_level(path: &Path, format: OutFormat, schema: &SchemaRef, zstd_level: i32) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -65,7 +76,7 @@ impl PartWriter {
         let inner = match format {
             OutFormat::Parquet => {
                 let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .build();
                 Inner::Parquet(ArrowWriter::try_new(

@@ -301,9 +301,8 @@ impl SegmentSink {
             return Ok(());
         }
         if self.rejects.is_none() {
-            self.rejects = Some(PartWriter::create(
+            self.rejects = Some(PartWriter::create_rejects(
                 &self.rejects_path,
-                OutFormat::Parquet,
                 &rejects_schema(),
             )?);
         }
