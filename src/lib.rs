@@ -3,11 +3,13 @@
 //! runs, writes and reports.
 
 pub mod catalog;
+pub mod cli;
 pub mod context;
 pub mod io;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod sql;
+pub mod stages;
 
 pub use openseek_udfs;

@@ -2,7 +2,7 @@
 //! (Parquet and JSONL.gz) checked row by row against the functions themselves, `sql` stages, and
 //! restarts after a kill.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;

@@ -7,7 +7,7 @@
 //! while Debian 12's OpenCC 1.1.6 maps it to 复. The test allows exactly that: a differing character
 //! must be a 覆 that we keep and OpenCC 1.1.6 turns into 复; anything else fails.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

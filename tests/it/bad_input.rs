@@ -1,7 +1,7 @@
 //! Every kind of bad input named by the engine's contract: each either becomes a reject with a reason,
 //! its file and its line, or a clear error naming the file, and the report's counts add up.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

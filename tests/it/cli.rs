@@ -1,6 +1,6 @@
 //! The command line: `sql` over the catalog, `functions`, `datasets list`, pipelines written in JSON.
 
-mod common;
+use crate::common;
 
 use common::*;
 
