@@ -12,9 +12,13 @@ pub mod char_repetition;
 pub mod chinese_convert;
 pub mod flagged_words;
 pub mod lexicon;
+pub mod minhash;
+pub mod minhash_jaccard;
+pub mod minhash_signature;
 pub mod special_chars;
 pub mod stopwords;
 pub mod text_length;
+pub mod text_normalize;
 pub mod word_count;
 
 use std::sync::Arc;
@@ -53,5 +57,7 @@ pub fn all_udfs(lexicons: &Lexicons) -> Vec<ScalarUDF> {
         stopwords::stopwords_udf(Arc::clone(&lexicons.stopwords)),
         ScalarUDF::new_from_impl(char_repetition::CharRepetitionFunc::default()),
         ScalarUDF::new_from_impl(special_chars::SpecialCharsFunc::default()),
+        ScalarUDF::new_from_impl(minhash_signature::MinhashSignatureFunc::default()),
+        ScalarUDF::new_from_impl(minhash_jaccard::MinhashJaccardFunc::default()),
     ]
 }

@@ -1,0 +1,3 @@
+//! Corpus-wide stages: those that need every row before deciding about one (near-duplicate removal).
+
+pub mod union_find;

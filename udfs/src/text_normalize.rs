@@ -1,0 +1,196 @@
+//! Text normalisation before shingling, as datatrove's `simplify_text` does it by default, so that
+//! near-duplicates that differ only in case, numbers, punctuation, spacing or accents shingle alike.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+/// Which steps run, in datatrove's order: lower-case; every number (digits of any script, with an
+/// optional decimal part) to `0`; punctuation to spaces; whitespace runs to one space; accents
+/// stripped (NFD, then non-spacing marks dropped).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Normalization {
+    pub lowercase: bool,
+    pub digits: bool,
+    pub punctuation: bool,
+    pub whitespace: bool,
+    pub accents: bool,
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self {
+            lowercase: true,
+            digits: true,
+            punctuation: true,
+            whitespace: true,
+            accents: true,
+        }
+    }
+}
+
+impl Normalization {
+    pub const NONE: Self = Self {
+        lowercase: false,
+        digits: false,
+        punctuation: false,
+        whitespace: false,
+        accents: false,
+    };
+
+    /// Parses `default`, `none`, or a comma-separated list of steps (`lowercase,digits,punctuation,
+    /// whitespace,accents`).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        match spec.trim() {
+            "default" | "" => return Ok(Self::default()),
+            "none" => return Ok(Self::NONE),
+            _ => {}
+        }
+        let mut n = Self::NONE;
+        for step in spec.split(',').map(str::trim) {
+            match step {
+                "lowercase" => n.lowercase = true,
+                "digits" | "numbers" => n.digits = true,
+                "punctuation" => n.punctuation = true,
+                "whitespace" => n.whitespace = true,
+                "accents" => n.accents = true,
+                other => {
+                    return Err(format!(
+                        "unknown normalisation step '{other}': lowercase, digits, punctuation, whitespace, accents"
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn apply(&self, text: &str) -> String {
+        let mut s = if self.lowercase {
+            if text.is_ascii() {
+                text.to_ascii_lowercase()
+            } else {
+                text.to_lowercase()
+            }
+        } else {
+            text.to_string()
+        };
+        if self.digits {
+            s = numbers_to_zero(&s);
+        }
+        if self.punctuation {
+            s = s
+                .chars()
+                .map(|c| if is_punctuation(c) { ' ' } else { c })
+                .collect();
+        }
+        if self.whitespace {
+            s = collapse_whitespace(s.trim());
+        }
+        if self.accents && !s.is_ascii() {
+            s = s
+                .nfd()
+                .filter(|c| c.general_category() != GeneralCategory::NonspacingMark)
+                .collect();
+        }
+        s.trim().to_string()
+    }
+}
+
+fn is_decimal_digit(c: char) -> bool {
+    c.is_ascii_digit() || (!c.is_ascii() && c.general_category() == GeneralCategory::DecimalNumber)
+}
+
+/// datatrove's `\p{Nd}+([.,،٫⎖⎗⎘]\p{Nd}+)?` → `0`.
+fn numbers_to_zero(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !is_decimal_digit(chars[i]) {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        while i < chars.len() && is_decimal_digit(chars[i]) {
+            i += 1;
+        }
+        if i + 1 < chars.len()
+            && matches!(chars[i], '.' | ',' | '،' | '٫' | '⎖' | '⎗' | '⎘')
+            && is_decimal_digit(chars[i + 1])
+        {
+            i += 1;
+            while i < chars.len() && is_decimal_digit(chars[i]) {
+                i += 1;
+            }
+        }
+        out.push('0');
+    }
+    out
+}
+
+/// datatrove's `PUNCTUATION`: ASCII punctuation, the common CJK and typographic marks, and the control
+/// characters other than tab and line feed.
+fn is_punctuation(c: char) -> bool {
+    match c as u32 {
+        0..=8 | 11..=31 | 127..=159 => true,
+        _ if c.is_ascii() => c.is_ascii_punctuation(),
+        _ => matches!(
+            c,
+            '\u{AB}' | '\u{B4}' | '\u{BB}' | '\u{2013}' | '\u{2014}' | '\u{2019}' | '\u{201C}'
+                | '\u{201D}' | '\u{201E}' | '\u{2026}' | '\u{2236}' | '\u{2501}' | '\u{25BA}'
+                | '\u{3001}' | '\u{3002}' | '\u{3008}' | '\u{3009}' | '\u{300A}' | '\u{300B}'
+                | '\u{300C}' | '\u{300D}' | '\u{3010}' | '\u{3011}' | '\u{FF01}' | '\u{FF05}'
+                | '\u{FF08}' | '\u{FF09}' | '\u{FF0C}' | '\u{FF0E}' | '\u{FF11}' | '\u{FF1A}'
+                | '\u{FF1B}' | '\u{FF1F}' | '\u{FF5E}'
+        ),
+    }
+}
+
+fn collapse_whitespace(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_space = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(c);
+            in_space = false;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_datatrove_simplify_text() {
+        let n = Normalization::default();
+        // The example checked against datatrove 0.10.1's simplify_text.
+        assert_eq!(
+            n.apply("Héllo, World! It's 3.14 and 2024 — café"),
+            "hello world it s 0 and 0 cafe"
+        );
+        assert_eq!(n.apply("床前明月光，疑是地上霜。"), "床前明月光 疑是地上霜");
+        assert_eq!(n.apply("第１２３页 ٣٫١٤"), "第0页 0");
+        assert_eq!(n.apply("  a\t\n b  "), "a b");
+        assert_eq!(n.apply(""), "");
+        assert_eq!(n.apply(" \n "), "");
+    }
+
+    #[test]
+    fn steps_switch_off() {
+        let none = Normalization::parse("none").unwrap();
+        assert_eq!(none.apply(" Héllo, 42 "), "Héllo, 42");
+        let some = Normalization::parse("lowercase, accents").unwrap();
+        assert_eq!(some.apply("Héllo, 42"), "hello, 42");
+        assert!(Normalization::parse("lowercase,stem").is_err());
+        assert_eq!(
+            Normalization::parse("default").unwrap(),
+            Normalization::default()
+        );
+    }
+}
