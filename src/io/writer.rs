@@ -67,7 +67,12 @@ impl PartWriter {
         Self::create_at_level(path, OutFormat::Parquet, schema, 1)
     }
 
-    fn create_at_level(path: &Path, format: OutFormat, schema: &SchemaRef, zstd_level: i32) -> Result<Self> {
+    fn create_at_level(
+        path: &Path,
+        format: OutFormat,
+        schema: &SchemaRef,
+        zstd_level: i32,
+    ) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

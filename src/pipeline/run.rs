@@ -254,8 +254,15 @@ async fn run_segments(
                     progress.track(&stats);
                     let df = engine.ctx.read_table(Arc::new(table))?;
                     let name = format!("part-{j}-{t:05}");
-                    let new_part =
-                        PartNames::new(&row_stages, &data_dir, out_dir, &name, format, keep_text, !final_seg)?;
+                    let new_part = PartNames::new(
+                        &row_stages,
+                        &data_dir,
+                        out_dir,
+                        &name,
+                        format,
+                        keep_text,
+                        !final_seg,
+                    )?;
                     let (mut sinks, timers) =
                         stream_segment(engine, df, &row_stages, &new_part).await?;
                     // The read stage: what the readers saw, and the malformed rows they set aside.
@@ -324,8 +331,15 @@ async fn run_segments(
                 register_dir(engine, "__os_sql_result", &result_dir).await?;
                 let out = engine.ctx.table("__os_sql_result").await?;
                 let name = format!("part-{j}-00000");
-                let new_part =
-                    PartNames::new(&row_stages, &data_dir, out_dir, &name, format, keep_text, !final_seg)?;
+                let new_part = PartNames::new(
+                    &row_stages,
+                    &data_dir,
+                    out_dir,
+                    &name,
+                    format,
+                    keep_text,
+                    !final_seg,
+                )?;
                 let mut sql_rejects = Vec::new();
                 // Rows of `input` that the query did not return are its rejects.
                 let kept = out.clone().select(vec![col("id").alias("__os_kept_id")])?;
@@ -366,7 +380,8 @@ async fn run_segments(
                     sql_report.reject(&reason, b.num_rows() as u64);
                     sql_rejects.push(rows);
                 }
-                let (mut sinks, timers) = stream_segment(engine, out, &row_stages, &new_part).await?;
+                let (mut sinks, timers) =
+                    stream_segment(engine, out, &row_stages, &new_part).await?;
                 for rows in sql_rejects {
                     sinks[0].write_rejects(rows)?;
                 }
@@ -437,7 +452,10 @@ impl PartNames {
             for e in entries {
                 let e = e?;
                 let file = e.file_name().to_string_lossy().into_owned();
-                if file.trim_start_matches('.').starts_with(&format!("{name}-")) {
+                if file
+                    .trim_start_matches('.')
+                    .starts_with(&format!("{name}-"))
+                {
                     std::fs::remove_file(e.path())
                         .with_context(|| format!("removing stale part {}", e.path().display()))?;
                 }
@@ -458,7 +476,9 @@ impl PartNames {
         let name = format!("{}-{partition:02}", self.name);
         SegmentSink::new(
             self.stages.iter().map(SinkStage::clone).collect(),
-            &self.data_dir.join(format!("{name}.{}", self.format.extension())),
+            &self
+                .data_dir
+                .join(format!("{name}.{}", self.format.extension())),
             &self.rejects_dir.join(format!("{name}.parquet")),
             self.format,
             self.keep_text,

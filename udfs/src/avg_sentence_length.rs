@@ -184,7 +184,9 @@ fn period_ends_sentence(text: &str, i: usize) -> bool {
 
 /// The first character from byte offset `k` on that is neither whitespace nor a closer.
 fn next_word_char(text: &str, k: usize) -> Option<char> {
-    text[k..].chars().find(|&c| !(c.is_whitespace() || is_closer(c)))
+    text[k..]
+        .chars()
+        .find(|&c| !(c.is_whitespace() || is_closer(c)))
 }
 
 fn following_is_capitalised(text: &str, k: usize) -> bool {
@@ -353,168 +355,213 @@ mod tests {
         use super::super::{ABBREVIATIONS, TITLES, is_closer, is_hard_terminator};
         use crate::args::is_cjk;
 
-    /// Byte ranges of the sentences of `text`, trimmed of surrounding whitespace; a sentence holds at least
-    /// one alphanumeric character. A blank line (paragraph break) also ends a sentence, so headings and list
-    /// items without punctuation do not merge into one long sentence.
-    pub(super) fn reference_spans(text: &str) -> Vec<(usize, usize)> {
-        let chars: Vec<(usize, char)> = text.char_indices().collect();
-        let mut spans = Vec::new();
-        let mut start = 0usize; // byte offset of the current sentence
-        let mut i = 0usize;
-        let n = chars.len();
-        let byte_at = |k: usize| if k < n { chars[k].0 } else { text.len() };
-        let push = |s: usize, e: usize, spans: &mut Vec<(usize, usize)>| {
-            let piece = &text[s..e];
-            let trimmed = piece.trim();
-            if trimmed.chars().any(char::is_alphanumeric) {
-                let off = s + (piece.len() - piece.trim_start().len());
-                spans.push((off, off + trimmed.len()));
-            }
-        };
-        while i < n {
-            let c = chars[i].1;
-            let mut end_here = false;
-            if is_hard_terminator(c) {
-                end_here = true;
-            } else if c == '…'
-                || (c == '.' && i + 2 < n && chars[i + 1].1 == '.' && chars[i + 2].1 == '.')
-            {
-                // An ellipsis ends the sentence only when what follows starts a new one.
-                while i + 1 < n && matches!(chars[i + 1].1, '.' | '…') {
-                    i += 1;
+        /// Byte ranges of the sentences of `text`, trimmed of surrounding whitespace; a sentence holds at least
+        /// one alphanumeric character. A blank line (paragraph break) also ends a sentence, so headings and list
+        /// items without punctuation do not merge into one long sentence.
+        pub(super) fn reference_spans(text: &str) -> Vec<(usize, usize)> {
+            let chars: Vec<(usize, char)> = text.char_indices().collect();
+            let mut spans = Vec::new();
+            let mut start = 0usize; // byte offset of the current sentence
+            let mut i = 0usize;
+            let n = chars.len();
+            let byte_at = |k: usize| if k < n { chars[k].0 } else { text.len() };
+            let push = |s: usize, e: usize, spans: &mut Vec<(usize, usize)>| {
+                let piece = &text[s..e];
+                let trimmed = piece.trim();
+                if trimmed.chars().any(char::is_alphanumeric) {
+                    let off = s + (piece.len() - piece.trim_start().len());
+                    spans.push((off, off + trimmed.len()));
                 }
-                end_here = starts_new_sentence(&chars, i + 1);
-            } else if c == '.' {
-                end_here = period_ends_sentence(text, &chars, i);
-            } else if c == '\n' {
-                // Paragraph break: a newline followed by optional spaces and another newline.
-                let mut k = i + 1;
-                while k < n && chars[k].1 != '\n' && chars[k].1.is_whitespace() {
-                    k += 1;
-                }
-                if k < n && chars[k].1 == '\n' {
-                    push(start, byte_at(i), &mut spans);
-                    start = byte_at(k);
-                    i = k;
-                    continue;
-                }
-            }
-            if end_here {
-                while i + 1 < n
-                    && (is_hard_terminator(chars[i + 1].1)
-                        || is_closer(chars[i + 1].1)
-                        || chars[i + 1].1 == '.')
+            };
+            while i < n {
+                let c = chars[i].1;
+                let mut end_here = false;
+                if is_hard_terminator(c) {
+                    end_here = true;
+                } else if c == '…'
+                    || (c == '.' && i + 2 < n && chars[i + 1].1 == '.' && chars[i + 2].1 == '.')
                 {
-                    i += 1;
+                    // An ellipsis ends the sentence only when what follows starts a new one.
+                    while i + 1 < n && matches!(chars[i + 1].1, '.' | '…') {
+                        i += 1;
+                    }
+                    end_here = starts_new_sentence(&chars, i + 1);
+                } else if c == '.' {
+                    end_here = period_ends_sentence(text, &chars, i);
+                } else if c == '\n' {
+                    // Paragraph break: a newline followed by optional spaces and another newline.
+                    let mut k = i + 1;
+                    while k < n && chars[k].1 != '\n' && chars[k].1.is_whitespace() {
+                        k += 1;
+                    }
+                    if k < n && chars[k].1 == '\n' {
+                        push(start, byte_at(i), &mut spans);
+                        start = byte_at(k);
+                        i = k;
+                        continue;
+                    }
                 }
-                push(start, byte_at(i + 1), &mut spans);
-                start = byte_at(i + 1);
+                if end_here {
+                    while i + 1 < n
+                        && (is_hard_terminator(chars[i + 1].1)
+                            || is_closer(chars[i + 1].1)
+                            || chars[i + 1].1 == '.')
+                    {
+                        i += 1;
+                    }
+                    push(start, byte_at(i + 1), &mut spans);
+                    start = byte_at(i + 1);
+                }
+                i += 1;
             }
-            i += 1;
+            push(start, text.len(), &mut spans);
+            spans
         }
-        push(start, text.len(), &mut spans);
-        spans
-    }
 
-    /// Does position `k` start a new sentence: end of text, or whitespace then upper case, CJK, a digit or
-    /// an opening quote?
-    fn starts_new_sentence(chars: &[(usize, char)], mut k: usize) -> bool {
-        while k < chars.len() && is_closer(chars[k].1) {
-            k += 1;
-        }
-        if k >= chars.len() {
-            return true;
-        }
-        if !chars[k].1.is_whitespace() {
-            return false; // "……然后": a pause inside the sentence
-        }
-        while k < chars.len() && chars[k].1.is_whitespace() {
-            k += 1;
-        }
-        match chars.get(k) {
-            None => true,
-            Some(&(_, c)) => {
-                c.is_uppercase()
-                    || is_cjk(c)
-                    || c.is_numeric()
-                    || matches!(c, '"' | '“' | '「' | '(' | '[')
+        /// Does position `k` start a new sentence: end of text, or whitespace then upper case, CJK, a digit or
+        /// an opening quote?
+        fn starts_new_sentence(chars: &[(usize, char)], mut k: usize) -> bool {
+            while k < chars.len() && is_closer(chars[k].1) {
+                k += 1;
             }
-        }
-    }
-
-    /// Whether the period at `i` ends a sentence: not inside a number or a dotted name, not after an
-    /// abbreviation or an initial, and not when the text runs on in lower case.
-    fn period_ends_sentence(text: &str, chars: &[(usize, char)], i: usize) -> bool {
-        let next = chars.get(i + 1).map(|x| x.1);
-        if let Some(nc) = next {
-            if !(nc.is_whitespace() || is_closer(nc)) {
-                // "3.14", "example.com", "e.g.": no space after the period.
-                return is_cjk(nc);
+            if k >= chars.len() {
+                return true;
+            }
+            if !chars[k].1.is_whitespace() {
+                return false; // "……然后": a pause inside the sentence
+            }
+            while k < chars.len() && chars[k].1.is_whitespace() {
+                k += 1;
+            }
+            match chars.get(k) {
+                None => true,
+                Some(&(_, c)) => {
+                    c.is_uppercase()
+                        || is_cjk(c)
+                        || c.is_numeric()
+                        || matches!(c, '"' | '“' | '「' | '(' | '[')
+                }
             }
         }
-        // The word before the period.
-        let mut k = i;
-        while k > 0
-            && !chars[k - 1].1.is_whitespace()
-            && !is_closer(chars[k - 1].1)
-            && !matches!(chars[k - 1].1, '(' | '"' | '“')
-        {
-            k -= 1;
-        }
-        let word = &text[chars[k].0..chars[i].0];
-        let mut letters = word.chars();
-        if let (Some(first), None) = (letters.next(), letters.next()) {
-            if first.is_alphabetic() && first.is_uppercase() {
-                return false; // an initial, as in "J. Smith"
+
+        /// Whether the period at `i` ends a sentence: not inside a number or a dotted name, not after an
+        /// abbreviation or an initial, and not when the text runs on in lower case.
+        fn period_ends_sentence(text: &str, chars: &[(usize, char)], i: usize) -> bool {
+            let next = chars.get(i + 1).map(|x| x.1);
+            if let Some(nc) = next {
+                if !(nc.is_whitespace() || is_closer(nc)) {
+                    // "3.14", "example.com", "e.g.": no space after the period.
+                    return is_cjk(nc);
+                }
             }
+            // The word before the period.
+            let mut k = i;
+            while k > 0
+                && !chars[k - 1].1.is_whitespace()
+                && !is_closer(chars[k - 1].1)
+                && !matches!(chars[k - 1].1, '(' | '"' | '“')
+            {
+                k -= 1;
+            }
+            let word = &text[chars[k].0..chars[i].0];
+            let mut letters = word.chars();
+            if let (Some(first), None) = (letters.next(), letters.next()) {
+                if first.is_alphabetic() && first.is_uppercase() {
+                    return false; // an initial, as in "J. Smith"
+                }
+            }
+            let lower = word.to_lowercase();
+            if TITLES.contains(&lower.as_str()) {
+                return false;
+            }
+            if ABBREVIATIONS.contains(&lower.as_str()) {
+                return following_is_capitalised(chars, i + 1);
+            }
+            starts_new_sentence(chars, i + 1) || !following_is_lowercase(chars, i + 1)
         }
-        let lower = word.to_lowercase();
-        if TITLES.contains(&lower.as_str()) {
-            return false;
-        }
-        if ABBREVIATIONS.contains(&lower.as_str()) {
-            return following_is_capitalised(chars, i + 1);
-        }
-        starts_new_sentence(chars, i + 1) || !following_is_lowercase(chars, i + 1)
-    }
 
-    fn following_is_capitalised(chars: &[(usize, char)], mut k: usize) -> bool {
-        while k < chars.len() && (chars[k].1.is_whitespace() || is_closer(chars[k].1)) {
-            k += 1;
+        fn following_is_capitalised(chars: &[(usize, char)], mut k: usize) -> bool {
+            while k < chars.len() && (chars[k].1.is_whitespace() || is_closer(chars[k].1)) {
+                k += 1;
+            }
+            chars
+                .get(k)
+                .is_none_or(|x| x.1.is_uppercase() || is_cjk(x.1))
         }
-        chars
-            .get(k)
-            .is_none_or(|x| x.1.is_uppercase() || is_cjk(x.1))
-    }
 
-    fn following_is_lowercase(chars: &[(usize, char)], mut k: usize) -> bool {
-        while k < chars.len() && (chars[k].1.is_whitespace() || is_closer(chars[k].1)) {
-            k += 1;
+        fn following_is_lowercase(chars: &[(usize, char)], mut k: usize) -> bool {
+            while k < chars.len() && (chars[k].1.is_whitespace() || is_closer(chars[k].1)) {
+                k += 1;
+            }
+            chars.get(k).is_some_and(|x| x.1.is_lowercase())
         }
-        chars.get(k).is_some_and(|x| x.1.is_lowercase())
-    }
-
     }
 
     /// The byte-skipping splitter gives the reference's sentences on text that mixes every case.
     #[test]
     fn agrees_with_the_reference_splitter() {
         let pieces = [
-            "Dr.", "Mr", "etc.", "No.", "J.", "e.g.", "3.14", "example.com", ".", "..", "...", "…", "……",
-            "!", "?", "。", "！", "？", "；", "‼", "⁉", "\"", "”", "」", "(", "“", "\n", "\n\n", "\n \n",
-            " ", "  ", "word", "Word", "the", "He", "中文", "我们", "x", "5", "’", "—", "é", "É",
+            "Dr.",
+            "Mr",
+            "etc.",
+            "No.",
+            "J.",
+            "e.g.",
+            "3.14",
+            "example.com",
+            ".",
+            "..",
+            "...",
+            "…",
+            "……",
+            "!",
+            "?",
+            "。",
+            "！",
+            "？",
+            "；",
+            "‼",
+            "⁉",
+            "\"",
+            "”",
+            "」",
+            "(",
+            "“",
+            "\n",
+            "\n\n",
+            "\n \n",
+            " ",
+            "  ",
+            "word",
+            "Word",
+            "the",
+            "He",
+            "中文",
+            "我们",
+            "x",
+            "5",
+            "’",
+            "—",
+            "é",
+            "É",
         ];
         let mut state: u64 = 0x2545_F491_4F6C_DD1D;
         for round in 0..200 {
             let mut text = String::new();
             for _ in 0..200 {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
                 if (state >> 20) % 2 == 0 {
                     text.push(' ');
                 }
             }
-            assert_eq!(sentence_spans(&text), reference::reference_spans(&text), "round {round}: {text:?}");
+            assert_eq!(
+                sentence_spans(&text),
+                reference::reference_spans(&text),
+                "round {round}: {text:?}"
+            );
         }
     }
 

@@ -475,7 +475,8 @@ mod tests {
         while i < ws.len() {
             let best = (1..=lex.max_words.min(ws.len() - i))
                 .filter(|&k| {
-                    let key: Vec<String> = ws[i..i + k].iter().map(|w| w.1.to_lowercase()).collect();
+                    let key: Vec<String> =
+                        ws[i..i + k].iter().map(|w| w.1.to_lowercase()).collect();
                     lex.words.contains(key.join(" "))
                 })
                 .max()

@@ -35,7 +35,9 @@ impl std::str::FromStr for ShingleUnit {
             "word" | "words" => Ok(Self::Word),
             "char" | "chars" | "character" => Ok(Self::Char),
             "auto" => Ok(Self::Auto),
-            other => Err(format!("unknown shingle unit '{other}': word, char or auto")),
+            other => Err(format!(
+                "unknown shingle unit '{other}': word, char or auto"
+            )),
         }
     }
 }
@@ -301,7 +303,10 @@ mod tests {
             assert_eq!(u128::from(permute(a, x, b)), exact);
         }
         let top = MERSENNE_61 - 1;
-        assert_eq!(u128::from(permute(top, top, top)), (u128::from(top) * u128::from(top) + u128::from(top)) % p);
+        assert_eq!(
+            u128::from(permute(top, top, top)),
+            (u128::from(top) * u128::from(top) + u128::from(top)) % p
+        );
     }
 
     #[test]
@@ -327,7 +332,10 @@ mod tests {
         let h = hasher(ShingleUnit::Word);
         // Words of letters only: normalisation turns every number into 0.
         let word = |n: usize| -> String {
-            format!("{n:03}").bytes().map(|d| char::from(b'a' + d - b'0')).collect()
+            format!("{n:03}")
+                .bytes()
+                .map(|d| char::from(b'a' + d - b'0'))
+                .collect()
         };
         let base: Vec<String> = (0..400).map(|i| word(i * 7919 % 1000)).collect();
         let mut changed = base.clone();
@@ -336,8 +344,8 @@ mod tests {
         }
         let (ta, tb) = (base.join(" "), changed.join(" "));
         let j = shingle_jaccard(&h.shingles(&ta), &h.shingles(&tb));
-        let est = signature_similarity(&h.signature(&ta).unwrap(), &h.signature(&tb).unwrap())
-            .unwrap();
+        let est =
+            signature_similarity(&h.signature(&ta).unwrap(), &h.signature(&tb).unwrap()).unwrap();
         // 112 hashes: the estimate's standard deviation is at most 0.05.
         assert!((est - j).abs() < 0.15, "estimate {est} vs true {j}");
         assert!(j > 0.3 && j < 0.7, "{j}");

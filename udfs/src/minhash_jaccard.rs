@@ -52,11 +52,19 @@ impl ScalarUDFImpl for MinhashJaccardFunc {
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
         if args.len() != 2 {
-            return plan_err!("minhash_jaccard takes two signatures, got {} arguments", args.len());
+            return plan_err!(
+                "minhash_jaccard takes two signatures, got {} arguments",
+                args.len()
+            );
         }
         for t in args {
-            if !matches!(t, DataType::List(_) | DataType::LargeList(_) | DataType::Null) {
-                return plan_err!("minhash_jaccard: arguments must be minhash_signature lists, got {t}");
+            if !matches!(
+                t,
+                DataType::List(_) | DataType::LargeList(_) | DataType::Null
+            ) {
+                return plan_err!(
+                    "minhash_jaccard: arguments must be minhash_signature lists, got {t}"
+                );
             }
         }
         Ok(vec![signature_type(), signature_type()])
@@ -76,7 +84,10 @@ impl ScalarUDFImpl for MinhashJaccardFunc {
                 continue;
             }
             let (x, y) = (a.value(i), b.value(i));
-            let (x, y) = (x.as_primitive::<UInt64Type>(), y.as_primitive::<UInt64Type>());
+            let (x, y) = (
+                x.as_primitive::<UInt64Type>(),
+                y.as_primitive::<UInt64Type>(),
+            );
             if x.is_empty() || y.is_empty() {
                 out.push(None);
                 continue;
@@ -136,7 +147,10 @@ mod tests {
             .unwrap()
             .into_array(4)
             .unwrap();
-        let j: Vec<Option<f64>> = out.as_primitive::<arrow::datatypes::Float64Type>().iter().collect();
+        let j: Vec<Option<f64>> = out
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .iter()
+            .collect();
         assert_eq!(j[0], Some(1.0));
         // One word of 17 changed: 12 of the 13 + 13 word 5-grams differ in 5 → true Jaccard 8/18 ≈ 0.44.
         assert!(j[1].unwrap() > 0.2 && j[1].unwrap() < 0.7, "{j:?}");

@@ -77,7 +77,11 @@ fn config_from_args(args: &[ColumnarValue]) -> Result<MinhashConfig> {
             .parse()
             .or_else(|e: String| exec_err!("{NAME}: {e}"))?;
     }
-    for (i, what, slot) in [(2, "ngram", &mut c.ngram), (3, "bands", &mut c.bands), (4, "rows", &mut c.rows)] {
+    for (i, what, slot) in [
+        (2, "ngram", &mut c.ngram),
+        (3, "bands", &mut c.bands),
+        (4, "rows", &mut c.rows),
+    ] {
         if let Some(v) = int(i, what)? {
             if v < 1 {
                 return exec_err!("{NAME}: {what} must be at least 1, got {v}");

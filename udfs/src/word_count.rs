@@ -237,17 +237,74 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_unicode_segmentation() {
         let pieces = [
-            "word", "Don't", "U.S.A.", "3.14", "1,000", "a:b", "x_y", "___", "_a", "a_", "e-mail",
-            "naïve", "l’été", "café.", "3'4", "a'", "'a", "...", "--", "(ok)", "\"q\"", "end.Then",
-            "1;2", "a.1", "1.a", "—", "中文", "abc中", "x.中", "\t", "\n", " ", "🙂", "é", ".", "'",
-            "“", "”", "–", "…", "\u{A0}", "«", "»", "•", "°", "€", "£", "’", "‘", "don’t", "1’000", "a’",
-            "’a", "x:", ":y", "5,", ",6", "\u{301}", "\u{200D}", "©",
+            "word",
+            "Don't",
+            "U.S.A.",
+            "3.14",
+            "1,000",
+            "a:b",
+            "x_y",
+            "___",
+            "_a",
+            "a_",
+            "e-mail",
+            "naïve",
+            "l’été",
+            "café.",
+            "3'4",
+            "a'",
+            "'a",
+            "...",
+            "--",
+            "(ok)",
+            "\"q\"",
+            "end.Then",
+            "1;2",
+            "a.1",
+            "1.a",
+            "—",
+            "中文",
+            "abc中",
+            "x.中",
+            "\t",
+            "\n",
+            " ",
+            "🙂",
+            "é",
+            ".",
+            "'",
+            "“",
+            "”",
+            "–",
+            "…",
+            "\u{A0}",
+            "«",
+            "»",
+            "•",
+            "°",
+            "€",
+            "£",
+            "’",
+            "‘",
+            "don’t",
+            "1’000",
+            "a’",
+            "’a",
+            "x:",
+            ":y",
+            "5,",
+            ",6",
+            "\u{301}",
+            "\u{200D}",
+            "©",
         ];
         // A deterministic pseudo-random walk over the pieces, glued with and without spaces.
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut text = String::new();
         for _ in 0..20_000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
             if (state >> 20) % 3 == 0 {
                 text.push(' ');
