@@ -19,6 +19,41 @@ pub struct StageReport {
     /// Time spent in the stage's own work (its function, or reading), summed over threads.
     pub seconds: f64,
     pub rejects_by_reason: BTreeMap<String, u64>,
+    /// What a deduplication stage found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupSummary>,
+}
+
+/// Clusters and candidates of a deduplication stage, beside its row counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DedupSummary {
+    /// Documents too short for one shingle: kept, never clustered.
+    pub too_short: u64,
+    /// Band keys shared by two documents or more.
+    pub candidate_groups: u64,
+    /// With `verify`: distinct candidate pairs checked, and those below the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_pairs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs_below_threshold: Option<u64>,
+    /// Clusters of two documents or more, the documents in them and the largest.
+    pub clusters: u64,
+    pub documents_in_clusters: u64,
+    pub largest_cluster: u64,
+    pub cluster_sizes: Vec<SizeBucket>,
+    /// Documents removed because they match the index (`index: {against}`).
+    pub removed_by_index: u64,
+    /// Wall seconds of each pass.
+    pub seconds_signatures: f64,
+    pub seconds_clustering: f64,
+}
+
+/// One bucket of a cluster-size histogram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeBucket {
+    /// Sizes in the bucket: "2", "3-4", "5-8", …
+    pub sizes: String,
+    pub clusters: u64,
 }
 
 impl StageReport {
@@ -38,6 +73,9 @@ impl StageReport {
         self.seconds += other.seconds;
         for (r, n) in &other.rejects_by_reason {
             *self.rejects_by_reason.entry(r.clone()).or_default() += n;
+        }
+        if self.dedup.is_none() {
+            self.dedup = other.dedup.clone();
         }
     }
 
@@ -157,10 +195,33 @@ impl Report {
                 Cell::new(top),
             ]);
         }
-        format!(
+        let mut out = format!(
             "{t}\n{} rows read, {} written, {} rejected in {:.1} s",
             self.rows_read, self.rows_written, self.rows_rejected, self.seconds
-        )
+        );
+        for s in &self.stages {
+            if let Some(d) = &s.dedup {
+                let sizes: Vec<String> = d
+                    .cluster_sizes
+                    .iter()
+                    .map(|b| format!("{}: {}", b.sizes, b.clusters))
+                    .collect();
+                out.push_str(&format!(
+                    "\n{}: {} clusters of {} documents (largest {}; sizes {}), {} too short to hash, \
+                     {} removed by the index; signatures {:.1} s, clustering {:.1} s",
+                    s.name,
+                    d.clusters,
+                    d.documents_in_clusters,
+                    d.largest_cluster,
+                    if sizes.is_empty() { "-".to_string() } else { sizes.join(", ") },
+                    d.too_short,
+                    d.removed_by_index,
+                    d.seconds_signatures,
+                    d.seconds_clustering,
+                ));
+            }
+        }
+        out
     }
 }
 

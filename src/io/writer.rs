@@ -67,6 +67,12 @@ impl PartWriter {
         Self::create_at_level(path, OutFormat::Parquet, schema, 1)
     }
 
+    /// An intermediate Parquet file of random keys (band keys): zstd would spend time and save nothing.
+    pub fn create_uncompressed(path: &Path, schema: &SchemaRef) -> Result<Self> {
+        Self::create_at_level(path, OutFormat::Parquet, schema, 0)
+    }
+
+    /// `zstd_level` 0 writes uncompressed Parquet.
     fn create_at_level(
         path: &Path,
         format: OutFormat,
@@ -81,7 +87,11 @@ impl PartWriter {
         let inner = match format {
             OutFormat::Parquet => {
                 let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+                    .set_compression(if zstd_level == 0 {
+                        Compression::UNCOMPRESSED
+                    } else {
+                        Compression::ZSTD(ZstdLevel::try_new(zstd_level)?)
+                    })
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .build();
                 Inner::Parquet(ArrowWriter::try_new(

@@ -78,9 +78,10 @@ struct RunIdentity {
     fingerprint: String,
 }
 
-/// A run of row stages: segment 0 starts at the input, later ones at an `sql` stage.
+/// A run of row stages: segment 0 starts at the input, later ones at a corpus stage (`sql`,
+/// `minhash_dedup`), which reads the previous segment's checkpoint.
 struct Segment {
-    sql: Option<usize>,
+    corpus: Option<usize>,
     rows: Vec<usize>,
 }
 
@@ -118,16 +119,17 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
     }
 
     let mut segments = vec![Segment {
-        sql: None,
+        corpus: None,
         rows: vec![],
     }];
     for (i, s) in stages.iter().enumerate() {
-        match s.kind {
-            StageKind::Sql(_) => segments.push(Segment {
-                sql: Some(i),
+        if s.kind.is_corpus() {
+            segments.push(Segment {
+                corpus: Some(i),
                 rows: vec![],
-            }),
-            _ => segments.last_mut().expect("one segment").rows.push(i),
+            });
+        } else {
+            segments.last_mut().expect("one segment").rows.push(i);
         }
     }
     let progress = Arc::new(Progress::default());
@@ -220,7 +222,7 @@ async fn run_segments(
             )
         };
         let row_stages: Vec<(usize, &Stage)> = seg.rows.iter().map(|&i| (i, &stages[i])).collect();
-        match seg.sql {
+        match seg.corpus {
             None => {
                 let all_tasks = sources.iter().flat_map(|s| {
                     tasks(&s.files, opts.task_bytes, opts.task_files)
@@ -280,7 +282,8 @@ async fn run_segments(
                         read.reject(&m.reason, 1);
                     }
                     sinks[0].write_rejects(RejectRows::from_malformed(malformed))?;
-                    let marker = finish_task(sinks, timers, Some(read), None, &marker_path)?;
+                    let marker =
+                        finish_task(sinks, timers, Some(read), None, vec![], &marker_path)?;
                     progress.finish_task();
                     markers.push((final_seg, marker));
                 }
@@ -289,6 +292,53 @@ async fn run_segments(
                 let marker_path = out_dir.join("_tasks").join(format!("{j}-00000.json"));
                 if let Some(m) = read_marker(&marker_path)? {
                     markers.push((final_seg, m));
+                    continue;
+                }
+                if let StageKind::MinhashDedup(options) = &stages[sql_idx].kind {
+                    let name = format!("part-{j}-00000");
+                    let new_part = PartNames::new(
+                        &row_stages,
+                        &data_dir,
+                        out_dir,
+                        &name,
+                        format,
+                        keep_text,
+                        !final_seg,
+                    )?;
+                    let label = &stages[sql_idx].label;
+                    let run = crate::stages::minhash_dedup::plan(
+                        engine,
+                        options,
+                        label,
+                        &out_dir.join("_stages").join((j - 1).to_string()),
+                        &out_dir.join("_stages").join(format!("{j}-minhash")),
+                        keep_text,
+                        &out_dir
+                            .join("rejects")
+                            .join(format!("{name}-dedup.parquet")),
+                    )
+                    .await
+                    .with_context(|| format!("stage {label}"))?;
+                    let (sinks, timers) =
+                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await?;
+                    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
+                    if entered != run.report.rows_out {
+                        bail!(
+                            "{label}: decided to keep {} rows but {entered} came out; this is a bug",
+                            run.report.rows_out
+                        );
+                    }
+                    let report = run.report.clone();
+                    let dedup_rejects = run.finish()?;
+                    let marker = finish_task(
+                        sinks,
+                        timers,
+                        None,
+                        Some(report),
+                        dedup_rejects.into_iter().collect(),
+                        &marker_path,
+                    )?;
+                    markers.push((final_seg, marker));
                     continue;
                 }
                 let StageKind::Sql(query) = &stages[sql_idx].kind else {
@@ -396,7 +446,8 @@ async fn run_segments(
                         sql_report.rows_rejected
                     );
                 }
-                let marker = finish_task(sinks, timers, None, Some(sql_report), &marker_path)?;
+                let marker =
+                    finish_task(sinks, timers, None, Some(sql_report), vec![], &marker_path)?;
                 markers.push((final_seg, marker));
                 let _ = engine.ctx.deregister_table("input");
                 let _ = engine.ctx.deregister_table("__os_sql_result");
@@ -543,11 +594,12 @@ fn finish_task(
     sinks: Vec<SegmentSink>,
     timers: Vec<Arc<AtomicU64>>,
     read: Option<StageReport>,
-    sql: Option<StageReport>,
+    corpus: Option<StageReport>,
+    corpus_rejects: Vec<PartInfo>,
     marker_path: &Path,
 ) -> Result<TaskMarker> {
     let mut reports: Vec<StageReport> = Vec::new();
-    let (mut data, mut rejects) = (Vec::new(), Vec::new());
+    let (mut data, mut rejects) = (Vec::new(), corpus_rejects);
     for sink in sinks {
         let (part_reports, d, r) = sink.finish()?;
         if reports.is_empty() {
@@ -563,7 +615,7 @@ fn finish_task(
     for (r, t) in reports.iter_mut().zip(&timers) {
         r.seconds = t.load(Ordering::Relaxed) as f64 / 1e9;
     }
-    let stages = read.into_iter().chain(sql).chain(reports).collect();
+    let stages = read.into_iter().chain(corpus).chain(reports).collect();
     let marker = TaskMarker {
         stages,
         data,

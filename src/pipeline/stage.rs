@@ -36,6 +36,15 @@ pub enum StageKind {
     Map(Map),
     /// A query over the previous stage's rows, which it sees as the table `input`.
     Sql(String),
+    /// Near-duplicate removal over all of the previous stage's rows.
+    MinhashDedup(Box<crate::stages::minhash_dedup::options::MinhashDedupOptions>),
+}
+
+impl StageKind {
+    /// Corpus stages need all of the previous stage's rows: they start a segment.
+    pub fn is_corpus(&self) -> bool {
+        matches!(self, StageKind::Sql(_) | StageKind::MinhashDedup(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +99,23 @@ pub const STAGES: &[(&str, &[&str])] = &[
     ("special_chars", &["min_ratio", "max_ratio"]),
     ("chinese_convert", &["mode", "where"]),
     ("sql", &[]),
+    (
+        "minhash_dedup",
+        &[
+            "unit",
+            "ngram",
+            "bands",
+            "rows",
+            "seed",
+            "normalize",
+            "keep",
+            "verify",
+            "threshold",
+            "memory_mb",
+            "index",
+            "annotate",
+        ],
+    ),
 ];
 
 /// Parses the `stages:` list of a pipeline. `base` is the pipeline's directory, against which lexicon
@@ -139,6 +165,15 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
         return Ok(Stage {
             label,
             kind: StageKind::Sql(query.to_string()),
+            where_: None,
+            lexicon_file: None,
+        });
+    }
+    if name == "minhash_dedup" {
+        let options = crate::stages::minhash_dedup::options::MinhashDedupOptions::parse(opts)?;
+        return Ok(Stage {
+            label,
+            kind: StageKind::MinhashDedup(Box::new(options)),
             where_: None,
             lexicon_file: None,
         });

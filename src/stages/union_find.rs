@@ -1,5 +1,5 @@
 //! Union-find over dense document numbers: the connected components of the candidate pairs that LSH
-//! finds. Four bytes per document, whatever the number of pairs; every other part of `minhash_dedup`
+//! finds. Eight bytes per document, whatever the number of pairs; every other part of `minhash_dedup`
 //! (band keys, candidate groups) lives in DataFusion operators that spill.
 
 /// Disjoint sets of `0..n`, by union by size and path halving.
@@ -54,6 +54,15 @@ impl UnionFind {
         let r = self.find(x);
         self.size[r as usize]
     }
+
+    /// Every element's root, and the sizes indexed by root (meaningful at roots only).
+    pub fn into_roots(mut self) -> (Vec<u32>, Vec<u32>) {
+        for x in 0..self.parent.len() as u32 {
+            let r = self.find(x);
+            self.parent[x as usize] = r;
+        }
+        (self.parent, self.size)
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +88,9 @@ mod tests {
             chain.union(i - 1, i);
         }
         assert_eq!(chain.set_size(99_999), 100_000);
+        let (roots, sizes) = uf.into_roots();
+        assert_eq!(roots[1], roots[3]);
+        assert_eq!(sizes[roots[1] as usize], 4);
+        assert_eq!(roots[0], 0);
     }
 }

@@ -1,0 +1,306 @@
+//! `minhash_dedup`: near-duplicate removal over the whole input by MinHash-LSH.
+//!
+//! 1. Signatures ([`signatures`]): each document's band keys, written to Parquet by all cores.
+//! 2. Clusters ([`clusters`]): band keys grouped by a spilling DataFusion aggregation; the members of
+//!    each group joined by union-find (after a true-Jaccard check with `verify`); one document kept per
+//!    cluster (`keep`).
+//! 3. Output ([`output`]): the input streamed again as a table, the duplicates sent to the rejects with
+//!    the id of the document kept in their place.
+//!
+//! Memory: union-find, cluster sizes and kept documents take 12 bytes per document, the document facts
+//! 5 more (13 with `keep: longest|max:`), and the ids of the kept documents of non-singleton clusters;
+//! everything else is on disk or in DataFusion's memory pool (`memory_mb`).
+
+pub mod clusters;
+pub mod index;
+pub mod options;
+pub mod output;
+pub mod signatures;
+pub mod units;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::DataFrame;
+use openseek_udfs::minhash::MinHasher;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::context::Engine;
+use crate::report::{DedupSummary, PartInfo, StageReport};
+use crate::stages::union_find::UnionFind;
+use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
+use options::MinhashDedupOptions;
+use output::{Decided, OutputPartition, REASON, REASON_INDEX};
+use units::{doc_count, for_each_unit, plan_units, read_unit};
+
+/// A planned `minhash_dedup`: the decisions are made; `df` streams the rows that stay.
+pub struct MinhashRun {
+    pub df: DataFrame,
+    pub report: StageReport,
+    decided: Arc<Decided>,
+    index_build: Option<(PathBuf, index::IndexManifest, Vec<String>, u64)>,
+}
+
+impl MinhashRun {
+    /// Closes the rejects part and completes the index; call after `df` was streamed to the end.
+    pub fn finish(self) -> Result<Option<PartInfo>> {
+        let rejects = self.decided.finish()?;
+        if let Some((dir, manifest, files, docs)) = self.index_build {
+            index::finish_build(&dir, manifest, files, docs)?;
+        }
+        Ok(rejects)
+    }
+}
+
+/// Runs passes 1 and 2 over the checkpoint in `input_dir` (using `work_dir` for band keys and spills)
+/// and plans pass 3.
+pub async fn plan(
+    engine: &Engine,
+    opts: &MinhashDedupOptions,
+    label: &str,
+    input_dir: &Path,
+    work_dir: &Path,
+    keep_text: bool,
+    rejects_path: &Path,
+) -> Result<MinhashRun> {
+    let threads = engine.ctx.state().config().target_partitions().max(1);
+    let keep = opts.keep()?;
+    let hasher = MinHasher::new(opts.config()?).map_err(anyhow::Error::msg)?;
+    let units = plan_units(input_dir)?;
+    let n = doc_count(&units);
+    let input_schema = match units.first() {
+        Some(u) => ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&u.file)?)?
+            .schema()
+            .clone(),
+        None => engine
+            .ctx
+            .read_parquet(input_dir.to_string_lossy().as_ref(), Default::default())
+            .await?
+            .schema()
+            .as_arrow()
+            .clone()
+            .into(),
+    };
+    if let options::Keep::Max(c) = &keep {
+        if input_schema.index_of(c).is_err() {
+            anyhow::bail!("{label}: keep: max:{c}, but the input has no column `{c}`");
+        }
+    }
+
+    // Pass 1.
+    let t = Instant::now();
+    tracing::info!("{label}: signatures of {n} documents on {threads} threads");
+    let bands_dir = work_dir.join("bands");
+    let (facts, band_files) = tokio::task::block_in_place(|| {
+        signatures::write_band_keys(&units, &hasher, &keep, "text", &bands_dir, threads)
+    })?;
+    let seconds_signatures = t.elapsed().as_secs_f64();
+
+    // Pass 2.
+    let t = Instant::now();
+    let ctx = spilling_session(opts.memory_mb, &work_dir.join("spill"), threads)?;
+    let mut uf = UnionFind::new(n as usize);
+    let mut summary = DedupSummary {
+        too_short: facts.too_short.iter().filter(|&&s| s).count() as u64,
+        seconds_signatures,
+        ..Default::default()
+    };
+    if !band_files.is_empty() {
+        register_bands(&ctx, "bands", &band_files).await?;
+        let mut pairs = Vec::new();
+        summary.candidate_groups = candidate_groups(&ctx, |rep, members| {
+            for &m in members {
+                if opts.verify {
+                    if m != rep {
+                        pairs.push((rep, m));
+                    }
+                } else {
+                    uf.union(rep, m);
+                }
+            }
+        })
+        .await?;
+        if opts.verify {
+            pairs.sort_unstable();
+            pairs.dedup();
+            let verified = tokio::task::block_in_place(|| {
+                verify::verify_pairs(
+                    &pairs,
+                    &units,
+                    &facts,
+                    &hasher,
+                    "text",
+                    opts.threshold,
+                    opts.memory_mb,
+                    threads,
+                )
+            })?;
+            summary.candidate_pairs = Some(pairs.len() as u64);
+            summary.pairs_below_threshold = Some((pairs.len() - verified.len()) as u64);
+            for (a, b) in verified {
+                uf.union(a, b);
+            }
+        }
+    }
+    let clusters = Clusters::decide(uf, &facts, &keep);
+
+    // Clusters that match the index lose every member, each reported with the indexed id.
+    let mut index_matches: HashMap<u32, String> = HashMap::new();
+    if let Some(dir) = &opts.index.against {
+        if !band_files.is_empty() {
+            let mut by_doc: Vec<(u32, String)> = index::match_index(&ctx, Path::new(dir), opts)
+                .await?
+                .into_iter()
+                .collect();
+            by_doc.sort();
+            for (d, id) in by_doc {
+                index_matches.entry(clusters.root[d as usize]).or_insert(id);
+            }
+        } else {
+            index::match_index(&ctx, Path::new(dir), opts).await?;
+        }
+    }
+
+    // The ids of kept documents that others point to.
+    let mut wanted = vec![false; clusters.len()];
+    let mut any = false;
+    for d in 0..clusters.len() as u32 {
+        if !facts.too_short[d as usize] && clusters.cluster_size(d) > 1 && clusters.is_kept(d) {
+            wanted[d as usize] = true;
+            any = true;
+        }
+    }
+    let kept_ids: HashMap<u32, String> = if any {
+        let found = Mutex::new(HashMap::new());
+        tokio::task::block_in_place(|| {
+            for_each_unit(&units, threads, |_, unit| {
+                let mut d = unit.first_doc as u32;
+                for batch in read_unit(unit, Some(&["id"]))? {
+                    let batch = batch?;
+                    let ids =
+                        arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+                    let ids = arrow::array::AsArray::as_string::<i32>(&ids);
+                    for i in 0..batch.num_rows() {
+                        if wanted[d as usize] {
+                            found
+                                .lock()
+                                .expect("ids lock")
+                                .insert(d, ids.value(i).to_string());
+                        }
+                        d += 1;
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        found.into_inner().expect("ids lock")
+    } else {
+        HashMap::new()
+    };
+    drop(wanted);
+
+    // The counts, before anything streams.
+    let mut report = StageReport::new(label);
+    report.rows_in = n;
+    report.bytes_in = facts.bytes.iter().map(|&b| u64::from(b)).sum();
+    let mut largest = 0u32;
+    for d in 0..clusters.len() as u32 {
+        let i = d as usize;
+        if facts.too_short[i] {
+            continue;
+        }
+        let size = clusters.cluster_size(d);
+        if size > 1 {
+            summary.documents_in_clusters += 1;
+            largest = largest.max(size);
+            if clusters.root[i] == d {
+                summary.clusters += 1;
+            }
+        }
+        if index_matches.contains_key(&clusters.root[i]) {
+            report.reject(REASON_INDEX, 1);
+            summary.removed_by_index += 1;
+        } else if !opts.annotate && !clusters.is_kept(d) {
+            report.reject(REASON, 1);
+        }
+    }
+    report.rows_out = n - report.rows_rejected;
+    let removed_bytes: u64 = (0..clusters.len() as u32)
+        .filter(|&d| {
+            let i = d as usize;
+            !facts.too_short[i]
+                && (index_matches.contains_key(&clusters.root[i])
+                    || (!opts.annotate && !clusters.is_kept(d)))
+        })
+        .map(|d| u64::from(facts.bytes[d as usize]))
+        .sum();
+    report.bytes_out = report.bytes_in - removed_bytes;
+    summary.largest_cluster = u64::from(largest);
+    summary.cluster_sizes = size_histogram(&clusters);
+
+    let index_build = match &opts.index.build {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let files =
+                tokio::task::block_in_place(|| index::build_bands(&dir, &band_files, &clusters))?;
+            let docs = (0..clusters.len() as u32)
+                .filter(|&d| {
+                    !facts.too_short[d as usize]
+                        && clusters.is_kept(d)
+                        && !index_matches.contains_key(&clusters.root[d as usize])
+                })
+                .count() as u64;
+            Some((dir, index::IndexManifest::new(opts), files, docs))
+        }
+        None => None,
+    };
+    summary.seconds_clustering = t.elapsed().as_secs_f64();
+    report.seconds = summary.seconds_signatures + summary.seconds_clustering;
+    report.dedup = Some(summary);
+    tracing::info!(
+        "{label}: {} removed, {} clusters",
+        report.rows_rejected,
+        report.dedup.as_ref().map(|d| d.clusters).unwrap_or(0)
+    );
+
+    let index_docs_path = index_build
+        .as_ref()
+        .map(|(dir, ..)| dir.join("docs.parquet"));
+    let decided = Arc::new(Decided::new(
+        units,
+        clusters,
+        facts.too_short,
+        kept_ids,
+        index_matches,
+        opts.annotate,
+        label.to_string(),
+        keep_text,
+        &input_schema,
+        threads,
+        rejects_path,
+        index_docs_path,
+    ));
+    let partitions: Vec<Arc<dyn PartitionStream>> = (0..threads)
+        .map(|index| {
+            Arc::new(OutputPartition {
+                decided: Arc::clone(&decided),
+                index,
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    let table = StreamingTable::try_new(Arc::clone(&decided.schema), partitions)
+        .context("planning the minhash_dedup output")?;
+    let df = engine.ctx.read_table(Arc::new(table))?;
+    Ok(MinhashRun {
+        df,
+        report,
+        decided,
+        index_build,
+    })
+}

@@ -1,0 +1,310 @@
+//! Pass 3: the stage's result as a DataFusion table, streamed once by the next row stages. Each
+//! partition reads its share of the checkpoint's units, adds `minhash_cluster` (the id of the document
+//! its cluster keeps) and `minhash_cluster_size`, and sends the removed rows to the rejects with the id
+//! of the document they duplicate.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder, UInt32Builder};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+
+use super::clusters::Clusters;
+use super::units::{Unit, read_unit};
+use crate::io::writer::PartWriter;
+use crate::pipeline::sink::{RejectRows, rejects_schema};
+use crate::report::PartInfo;
+
+pub const CLUSTER_COL: &str = "minhash_cluster";
+pub const CLUSTER_SIZE_COL: &str = "minhash_cluster_size";
+pub const REASON: &str = "near_duplicate";
+pub const REASON_INDEX: &str = "near_duplicate_of_index";
+
+/// The schema of `index: {build}`'s `docs.parquet`: document number to id.
+pub fn index_docs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("doc", DataType::UInt32, false),
+        Field::new("id", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+    ]))
+}
+
+/// Everything the output partitions share.
+pub struct Decided {
+    pub units: Vec<Unit>,
+    pub clusters: Clusters,
+    pub too_short: Vec<bool>,
+    /// Ids of the kept documents of clusters of two or more.
+    pub kept_ids: HashMap<u32, String>,
+    /// Clusters (by root) that match an indexed document: its id.
+    pub index_matches: HashMap<u32, String>,
+    /// Keep every row, annotated, instead of removing duplicates.
+    pub annotate: bool,
+    pub label: String,
+    pub keep_text: bool,
+    pub schema: SchemaRef,
+    pub partitions: usize,
+    rejects: Mutex<Option<PartWriter>>,
+    rejects_path: PathBuf,
+    index_docs: Mutex<Option<PartWriter>>,
+    index_docs_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Decided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "minhash_dedup output over {} units", self.units.len())
+    }
+}
+
+impl Decided {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        units: Vec<Unit>,
+        clusters: Clusters,
+        too_short: Vec<bool>,
+        kept_ids: HashMap<u32, String>,
+        index_matches: HashMap<u32, String>,
+        annotate: bool,
+        label: String,
+        keep_text: bool,
+        input_schema: &Schema,
+        partitions: usize,
+        rejects_path: &Path,
+        index_docs_path: Option<PathBuf>,
+    ) -> Self {
+        let mut fields: Vec<_> = input_schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != CLUSTER_COL && f.name() != CLUSTER_SIZE_COL)
+            .cloned()
+            .collect();
+        fields.push(Arc::new(Field::new(CLUSTER_COL, DataType::Utf8, true)));
+        fields.push(Arc::new(Field::new(
+            CLUSTER_SIZE_COL,
+            DataType::UInt32,
+            false,
+        )));
+        Self {
+            units,
+            clusters,
+            too_short,
+            kept_ids,
+            index_matches,
+            annotate,
+            label,
+            keep_text,
+            schema: Arc::new(Schema::new(fields)),
+            partitions: partitions.max(1),
+            rejects: Mutex::new(None),
+            rejects_path: rejects_path.to_path_buf(),
+            index_docs: Mutex::new(None),
+            index_docs_path,
+        }
+    }
+
+    /// Whether document `d` stays, and if not, the reason and the id it duplicates.
+    fn fate(&self, d: u32) -> Option<(&'static str, &str)> {
+        if self.too_short[d as usize] {
+            return None;
+        }
+        let root = self.clusters.root[d as usize];
+        if let Some(id) = self.index_matches.get(&root) {
+            return Some((REASON_INDEX, id.as_str()));
+        }
+        if self.annotate || self.clusters.is_kept(d) {
+            return None;
+        }
+        let kept = self.clusters.kept_of(d);
+        Some((
+            REASON,
+            self.kept_ids.get(&kept).map(String::as_str).unwrap_or(""),
+        ))
+    }
+
+    /// The cluster id of document `d` whose own id is `own`: the kept document's id.
+    fn cluster_of<'a>(&'a self, d: u32, own: &'a str) -> Option<&'a str> {
+        if self.too_short[d as usize] {
+            return None;
+        }
+        let kept = self.clusters.kept_of(d);
+        if kept == d {
+            Some(own)
+        } else {
+            self.kept_ids.get(&kept).map(String::as_str)
+        }
+    }
+
+    /// One batch of unit rows starting at document `first`: the rows that stay, annotated.
+    fn process(&self, batch: &RecordBatch, first: u32) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let col = |name: &str| -> Result<ArrayRef> {
+            let i = schema.index_of(name)?;
+            Ok(arrow::compute::cast(batch.column(i), &DataType::Utf8)?)
+        };
+        let (ids, datasets) = (col("id")?, col("dataset")?);
+        let (ids, datasets) = (ids.as_string::<i32>(), datasets.as_string::<i32>());
+        let n = batch.num_rows();
+        let mut keep = Vec::with_capacity(n);
+        let mut rejects = RejectRows::with_capacity(0);
+        let mut cluster = StringBuilder::with_capacity(n, n * 16);
+        let mut size = UInt32Builder::with_capacity(n);
+        let mut index_docs = (
+            UInt32Builder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        );
+        let texts = if self.keep_text {
+            Some(col("text")?)
+        } else {
+            None
+        };
+        for i in 0..n {
+            let d = first + i as u32;
+            match self.fate(d) {
+                None => {
+                    keep.push(true);
+                    cluster.append_option(self.cluster_of(d, ids.value(i)));
+                    size.append_value(if self.too_short[d as usize] {
+                        1
+                    } else {
+                        self.clusters.cluster_size(d)
+                    });
+                    if self.index_docs_path.is_some()
+                        && !self.too_short[d as usize]
+                        && self.clusters.is_kept(d)
+                    {
+                        index_docs.0.append_value(d);
+                        index_docs.1.append_value(ids.value(i));
+                        index_docs.2.append_value(datasets.value(i));
+                    }
+                }
+                Some((reason, dup_of)) => {
+                    keep.push(false);
+                    rejects.id.push(ids.value(i).to_string());
+                    rejects.dataset.push(datasets.value(i).to_string());
+                    rejects.stage.push(self.label.clone());
+                    rejects.reason.push(reason.to_string());
+                    rejects
+                        .value
+                        .push(Some(f64::from(self.clusters.cluster_size(d))));
+                    rejects.file.push(None);
+                    rejects.line.push(None);
+                    rejects.detail.push(Some(dup_of.to_string()));
+                    rejects.text.push(
+                        texts
+                            .as_ref()
+                            .map(|t| t.as_string::<i32>().value(i).to_string()),
+                    );
+                }
+            }
+        }
+        if !rejects.is_empty() {
+            let mut w = self.rejects.lock().expect("rejects lock");
+            if w.is_none() {
+                *w = Some(PartWriter::create_rejects(
+                    &self.rejects_path,
+                    &rejects_schema(),
+                )?);
+            }
+            w.as_mut().expect("created").write(&rejects.into_batch()?)?;
+        }
+        if let Some(path) = &self.index_docs_path {
+            let docs = index_docs.0.finish();
+            if !docs.is_empty() {
+                let b = RecordBatch::try_new(
+                    index_docs_schema(),
+                    vec![
+                        Arc::new(docs),
+                        Arc::new(index_docs.1.finish()),
+                        Arc::new(index_docs.2.finish()),
+                    ],
+                )?;
+                let mut w = self.index_docs.lock().expect("index lock");
+                if w.is_none() {
+                    *w = Some(PartWriter::create(
+                        path,
+                        crate::io::writer::OutFormat::Parquet,
+                        &index_docs_schema(),
+                    )?);
+                }
+                w.as_mut().expect("created").write(&b)?;
+            }
+        }
+        let kept = filter_record_batch(batch, &BooleanArray::from(keep))?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for f in self.schema.fields() {
+            match f.name().as_str() {
+                CLUSTER_COL => columns.push(Arc::new(cluster.finish())),
+                CLUSTER_SIZE_COL => columns.push(Arc::new(size.finish())),
+                name => columns.push(Arc::clone(kept.column(kept.schema().index_of(name)?))),
+            }
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// Closes the rejects part (and the index's id file); call once the output was streamed.
+    pub fn finish(&self) -> Result<Option<PartInfo>> {
+        if let Some(w) = self.index_docs.lock().expect("index lock").take() {
+            w.finish()?;
+        }
+        Ok(match self.rejects.lock().expect("rejects lock").take() {
+            Some(w) => Some(PartInfo {
+                path: self.rejects_path.to_string_lossy().into_owned(),
+                rows: w.finish()?,
+            }),
+            None => None,
+        })
+    }
+}
+
+/// One partition of the output: units `index`, `index + partitions`, …
+#[derive(Debug)]
+pub struct OutputPartition {
+    pub decided: Arc<Decided>,
+    pub index: usize,
+}
+
+impl PartitionStream for OutputPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.decided.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let decided = Arc::clone(&self.decided);
+        let units: Vec<Unit> = decided
+            .units
+            .iter()
+            .skip(self.index)
+            .step_by(decided.partitions)
+            .cloned()
+            .collect();
+        let batches = units.into_iter().flat_map(move |unit| {
+            let decided = Arc::clone(&decided);
+            let mut next = unit.first_doc as u32;
+            let reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> =
+                match read_unit(&unit, None) {
+                    Ok(r) => Box::new(r),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                };
+            reader.map(move |batch| {
+                let batch = batch?;
+                let first = next;
+                next += batch.num_rows() as u32;
+                decided.process(&batch, first)
+            })
+        });
+        let batches =
+            batches.map(|r| r.map_err(|e| datafusion::error::DataFusionError::External(e.into())));
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.decided.schema),
+            futures::stream::iter(batches),
+        ))
+    }
+}

@@ -1,0 +1,128 @@
+//! The input of a corpus stage as numbered work units: the previous segment's checkpoint, one unit per
+//! Parquet row group, in file-name order. A document's number is its position in that order, read from
+//! the files' footers, so every pass over the input (signatures, ids, output) numbers documents the same
+//! way without a column for it, and `keep: first` means first in input order.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+/// One row group of one checkpoint file.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub file: PathBuf,
+    pub row_group: usize,
+    /// The number of the unit's first document.
+    pub first_doc: u64,
+    pub rows: u64,
+}
+
+/// The units of every `*.parquet` file under `dir`, in name order, numbered from 0.
+pub fn plan_units(dir: &Path) -> Result<Vec<Unit>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading checkpoint {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "parquet")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    let mut units = Vec::new();
+    let mut next = 0u64;
+    for file in files {
+        let reader = SerializedFileReader::new(
+            File::open(&file).with_context(|| format!("opening {}", file.display()))?,
+        )
+        .with_context(|| format!("reading the footer of {}", file.display()))?;
+        for (rg, meta) in reader.metadata().row_groups().iter().enumerate() {
+            let rows = meta.num_rows() as u64;
+            units.push(Unit {
+                file: file.clone(),
+                row_group: rg,
+                first_doc: next,
+                rows,
+            });
+            next += rows;
+        }
+    }
+    Ok(units)
+}
+
+/// Total documents of the units.
+pub fn doc_count(units: &[Unit]) -> u64 {
+    units.last().map(|u| u.first_doc + u.rows).unwrap_or(0)
+}
+
+/// The batches of one unit, with only `columns` (all columns when `None`), in row order.
+pub fn read_unit(
+    unit: &Unit,
+    columns: Option<&[&str]>,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
+    let file =
+        File::open(&unit.file).with_context(|| format!("opening {}", unit.file.display()))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading {}", unit.file.display()))?
+        .with_row_groups(vec![unit.row_group])
+        .with_batch_size(1024);
+    if let Some(cols) = columns {
+        let schema = builder.schema().clone();
+        let mut indices = Vec::with_capacity(cols.len());
+        for c in cols {
+            indices.push(schema.index_of(c).with_context(|| {
+                format!(
+                    "{}: the checkpoint has no column `{c}`",
+                    unit.file.display()
+                )
+            })?);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build()?;
+    let file = unit.file.clone();
+    Ok(reader.map(move |b| b.with_context(|| format!("reading {}", file.display()))))
+}
+
+/// Runs `work(thread, unit)` over the units on `threads` threads (unit `i` goes to thread
+/// `i % threads`, so each thread's share is spread over the input) and returns the results in unit
+/// order.
+pub fn for_each_unit<T, F>(units: &[Unit], threads: usize, work: F) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(usize, &Unit) -> Result<T> + Sync,
+{
+    let threads = threads.clamp(1, units.len().max(1));
+    let mut results: Vec<Option<T>> = (0..units.len()).map(|_| None).collect();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let work = &work;
+                s.spawn(move || -> Result<Vec<(usize, T)>> {
+                    let mut out = Vec::new();
+                    for i in (t..units.len()).step_by(threads) {
+                        out.push((i, work(t, &units[i])?));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("unit worker panicked")? {
+                results[i] = Some(r);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every unit ran"))
+        .collect())
+}
