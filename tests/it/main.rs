@@ -4,5 +4,6 @@
 mod bad_input;
 mod cli;
 mod common;
+mod minhash;
 mod opencc_parity;
 mod pipelines;

@@ -112,61 +112,6 @@ fn quickstart_runs_on_the_bundled_sample_and_reruns_as_a_no_op() {
     );
 }
 
-/// The English corpus documents as (id, text), read with the parquet crate directly.
-fn corpus_en(corpus: &Path) -> Vec<(String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(corpus.join("en"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut docs = Vec::new();
-    for f in files {
-        let b = read_parquet_dir_file(&f);
-        let ids = strings(&b, "id");
-        let texts = strings(&b, "text");
-        docs.extend(
-            ids.into_iter()
-                .zip(texts)
-                .map(|(i, t)| (i.unwrap(), t.unwrap())),
-        );
-    }
-    docs
-}
-
-fn read_parquet_dir_file(f: &Path) -> Vec<arrow::array::RecordBatch> {
-    let file = std::fs::File::open(f).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect()
-}
-
-/// The Chinese corpus documents as (id, text, script), read with flate2 and serde_json directly.
-fn corpus_zh(corpus: &Path) -> Vec<(String, String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(corpus.join("zh"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut docs = Vec::new();
-    for f in files {
-        let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-            std::fs::File::open(f).unwrap(),
-        ));
-        for line in r.lines() {
-            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            docs.push((
-                v["id"].as_str().unwrap().to_string(),
-                v["text"].as_str().unwrap().to_string(),
-                v["script"].as_str().unwrap().to_string(),
-            ));
-        }
-    }
-    docs
-}
-
 /// The first rule a text fails, as the pipeline names it.
 fn first_failure(text: &str) -> Option<&'static str> {
     let n = text_length(text);

@@ -115,14 +115,20 @@ pub async fn plan(
         register_bands(&ctx, "bands", &band_files).await?;
         let mut pairs = Vec::new();
         summary.candidate_groups = candidate_groups(&ctx, |rep, members| {
-            for &m in members {
-                if opts.verify {
-                    if m != rep {
-                        pairs.push((rep, m));
-                    }
-                } else {
+            if !opts.verify {
+                for &m in members {
                     uf.union(rep, m);
                 }
+            } else if members.len() <= verify::ALL_PAIRS_UP_TO {
+                // Every pair of a small group: a true pair must not depend on which document happens to
+                // be the group's lowest.
+                for (i, &a) in members.iter().enumerate() {
+                    for &b in &members[i + 1..] {
+                        pairs.push((a.min(b), a.max(b)));
+                    }
+                }
+            } else {
+                pairs.extend(members.iter().filter(|&&m| m != rep).map(|&m| (rep, m)));
             }
         })
         .await?;

@@ -1,8 +1,9 @@
 //! `verify: true`: a candidate pair is merged only when the true Jaccard similarity of the two
 //! documents' shingle sets reaches the threshold, which removes LSH's false positives (pairs that share
-//! a band by chance). Each pair is (group representative, member); the representatives' shingle sets are
-//! held in memory, in chunks that fit `memory_mb`, and the members are compared as a second pass streams
-//! by, so memory never holds more than one chunk of sets.
+//! a band by chance). A group of up to [`ALL_PAIRS_UP_TO`] documents gives all its pairs, a larger one
+//! the pairs of its lowest document with each other member. The first documents' shingle sets are held
+//! in memory, in chunks that fit `memory_mb`, and the second documents are compared as a second pass
+//! streams by, so memory never holds more than one chunk of sets.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -13,6 +14,9 @@ use openseek_udfs::string_iter;
 
 use super::signatures::DocFacts;
 use super::units::{Unit, for_each_unit, read_unit};
+
+/// Groups up to this size are verified pair by pair (at most 120 pairs).
+pub const ALL_PAIRS_UP_TO: usize = 16;
 
 /// The sorted, deduplicated shingle hashes of a text.
 fn shingle_set(hasher: &MinHasher, text: &str) -> Vec<u64> {

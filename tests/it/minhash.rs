@@ -1,0 +1,579 @@
+//! MinHash-LSH on real text: variants of corpus documents at measured Jaccard levels, the S-curve, the
+//! `minhash_dedup` stage's recall and false removals, and the corpus's natural duplicates.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use openseek::context::Engine;
+use openseek::pipeline::{RunOptions, run_pipeline};
+use openseek_udfs::minhash::{MinHasher, MinhashConfig, ShingleUnit, candidate_probability};
+
+use crate::common::*;
+
+/// A small deterministic generator (SplitMix64), so the variants are the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Substitute,
+    Insert,
+    Delete,
+    Reorder,
+    HeaderFooter,
+}
+
+const EDITS: [Edit; 5] = [
+    Edit::Substitute,
+    Edit::Insert,
+    Edit::Delete,
+    Edit::Reorder,
+    Edit::HeaderFooter,
+];
+
+/// The units a variant edits: words for English, characters for Chinese.
+fn split_units(text: &str, cjk: bool) -> Vec<String> {
+    if cjk {
+        text.chars().map(String::from).collect()
+    } else {
+        text.split_whitespace().map(String::from).collect()
+    }
+}
+
+fn join_units(units: &[String], cjk: bool) -> String {
+    if cjk { units.concat() } else { units.join(" ") }
+}
+
+/// A variant of `text` aiming at Jaccard similarity `target`: units substituted, inserted or deleted
+/// (from `donor`, another real document), paragraphs reordered, or a header and a footer added. The
+/// true similarity is measured afterwards; the target only spreads the variants over [0, 1].
+fn variant(text: &str, donor: &str, cjk: bool, edit: Edit, target: f64, rng: &mut Rng) -> String {
+    let units = split_units(text, cjk);
+    let pool = split_units(donor, cjk);
+    // A unit edit rate s leaves a 5-gram intact with probability q = (1 − s)^5, and J ≈ q / (2 − q).
+    let q = 2.0 * target / (1.0 + target);
+    let rate = 1.0 - q.powf(0.2);
+    let pick = |rng: &mut Rng| pool[rng.below(pool.len())].clone();
+    match edit {
+        Edit::Substitute => {
+            let out: Vec<String> = units
+                .iter()
+                .map(|u| {
+                    if rng.unit() < rate {
+                        pick(rng)
+                    } else {
+                        u.clone()
+                    }
+                })
+                .collect();
+            join_units(&out, cjk)
+        }
+        Edit::Insert => {
+            let mut out = Vec::with_capacity(units.len() * 2);
+            for u in &units {
+                out.push(u.clone());
+                if rng.unit() < rate {
+                    out.push(pick(rng));
+                }
+            }
+            join_units(&out, cjk)
+        }
+        Edit::Delete => {
+            let out: Vec<String> = units
+                .iter()
+                .filter(|_| rng.unit() >= rate)
+                .cloned()
+                .collect();
+            join_units(&out, cjk)
+        }
+        Edit::Reorder => {
+            let sep = if text.matches("\n\n").count() >= 3 {
+                "\n\n"
+            } else {
+                "\n"
+            };
+            let mut paras: Vec<&str> = text.split(sep).collect();
+            for i in (1..paras.len()).rev() {
+                paras.swap(i, rng.below(i + 1));
+            }
+            // Light substitutions on top, so that reordering covers more than the top bin.
+            let reordered = paras.join(sep);
+            let units = split_units(&reordered, cjk);
+            let light = rate / 3.0;
+            let out: Vec<String> = units
+                .iter()
+                .map(|u| {
+                    if rng.unit() < light {
+                        pick(rng)
+                    } else {
+                        u.clone()
+                    }
+                })
+                .collect();
+            join_units(&out, cjk)
+        }
+        Edit::HeaderFooter => {
+            // Adding a share h of new units on each side gives J ≈ 1 / (1 + 2h).
+            let h = ((1.0 / target.max(0.05) - 1.0) / 2.0).min(4.0);
+            let n = ((units.len() as f64) * h) as usize;
+            let header: Vec<String> = (0..n).map(|_| pick(rng)).collect();
+            let footer: Vec<String> = (0..n).map(|_| pick(rng)).collect();
+            let sep = if cjk { "\n" } else { "\n\n" };
+            format!(
+                "{}{sep}{text}{sep}{}",
+                join_units(&header, cjk),
+                join_units(&footer, cjk)
+            )
+        }
+    }
+}
+
+fn set(v: Vec<u64>) -> Vec<u64> {
+    let mut v = v;
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn jaccard(a: &[u64], b: &[u64]) -> f64 {
+    let (sa, sb): (HashSet<_>, HashSet<_>) = (a.iter().collect(), b.iter().collect());
+    let both = sa.intersection(&sb).count();
+    both as f64 / (sa.len() + sb.len() - both) as f64
+}
+
+/// One original, one variant, their true Jaccard similarity and whether LSH makes them a candidate.
+struct Pair {
+    original: usize,
+    text: String,
+    edit: Edit,
+    jaccard: f64,
+    candidate: bool,
+}
+
+struct Sample {
+    originals: Vec<(String, String)>,
+    pairs: Vec<Pair>,
+}
+
+/// Picks `n` real documents of 1 to 8 KB (cut at 8 KB) that are not candidates of each other, and makes
+/// `per_doc` variants of each.
+fn sample(docs: &[(String, String)], cjk: bool, n: usize, per_doc: usize, seed: u64) -> Sample {
+    let hasher = MinHasher::new(MinhashConfig {
+        unit: if cjk {
+            ShingleUnit::Char
+        } else {
+            ShingleUnit::Word
+        },
+        ..MinhashConfig::default()
+    })
+    .unwrap();
+    let mut rng = Rng(seed);
+    let mut seen_keys: HashSet<u64> = HashSet::new();
+    let mut originals = Vec::new();
+    let step = (docs.len() / (n * 3)).max(1);
+    for (id, text) in docs.iter().step_by(step) {
+        if originals.len() == n {
+            break;
+        }
+        let mut t = text.as_str();
+        if t.len() > 8000 {
+            let mut cut = 8000;
+            while !t.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            t = &t[..cut];
+        }
+        let units = split_units(t, cjk).len();
+        if t.len() < 1000 || units < 100 {
+            continue;
+        }
+        let Some(sig) = hasher.signature(t) else {
+            continue;
+        };
+        let keys = hasher.band_keys(&sig);
+        if keys.iter().any(|k| seen_keys.contains(k)) {
+            continue; // a near-duplicate of an original already taken
+        }
+        seen_keys.extend(keys);
+        originals.push((id.clone(), t.to_string()));
+    }
+    assert_eq!(originals.len(), n, "not enough distinct documents");
+    let mut pairs = Vec::new();
+    for i in 0..originals.len() {
+        let text = &originals[i].1;
+        let donor = &originals[(i + 1) % originals.len()].1;
+        let a = hasher.shingles(text);
+        let ka = hasher.band_keys(&hasher.signature(text).unwrap());
+        for v in 0..per_doc {
+            let edit = EDITS[(i + v) % EDITS.len()];
+            let target = 0.05 + 0.95 * rng.unit();
+            let vt = variant(text, donor, cjk, edit, target, &mut rng);
+            let b = hasher.shingles(&vt);
+            if b.is_empty() {
+                continue;
+            }
+            let kb = hasher.band_keys(&hasher.signature(&vt).unwrap());
+            pairs.push(Pair {
+                original: i,
+                jaccard: jaccard(&set(a.clone()), &set(b)),
+                candidate: ka.iter().zip(&kb).any(|(x, y)| x == y),
+                text: vt,
+                edit,
+            });
+        }
+    }
+    Sample { originals, pairs }
+}
+
+/// Detection by Jaccard bin against 1 − (1 − J^8)^14: observed, expected and its standard deviation.
+fn s_curve(pairs: &[Pair]) -> Vec<(f64, usize, usize, f64, f64)> {
+    let mut bins: BTreeMap<usize, Vec<&Pair>> = BTreeMap::new();
+    for p in pairs {
+        bins.entry(((p.jaccard * 20.0) as usize).min(19))
+            .or_default()
+            .push(p);
+    }
+    bins.into_iter()
+        .map(|(b, ps)| {
+            let probs: Vec<f64> = ps
+                .iter()
+                .map(|p| candidate_probability(p.jaccard, 14, 8))
+                .collect();
+            let expected: f64 = probs.iter().sum();
+            let sd = probs.iter().map(|p| p * (1.0 - p)).sum::<f64>().sqrt();
+            let observed = ps.iter().filter(|p| p.candidate).count();
+            (b as f64 / 20.0, ps.len(), observed, expected, sd)
+        })
+        .collect()
+}
+
+fn check_lsh(lang: &str, s: &Sample) {
+    eprintln!(
+        "{lang}: {} pairs; J bin, pairs, detected, expected ± sd",
+        s.pairs.len()
+    );
+    for (lo, n, obs, exp, sd) in s_curve(&s.pairs) {
+        eprintln!(
+            "  [{lo:.2}, {:.2}) {n:5} {obs:5} {exp:8.1} ± {sd:.1}",
+            lo + 0.05
+        );
+        assert!(
+            (obs as f64 - exp).abs() <= 4.0 * sd + 1.5,
+            "{lang}: J in [{lo:.2}, {:.2}): {obs} of {n} detected, the S-curve expects {exp:.1} ± {sd:.1}",
+            lo + 0.05
+        );
+    }
+    let high: Vec<&Pair> = s.pairs.iter().filter(|p| p.jaccard >= 0.85).collect();
+    let low: Vec<&Pair> = s.pairs.iter().filter(|p| p.jaccard < 0.5).collect();
+    let recall = high.iter().filter(|p| p.candidate).count() as f64 / high.len() as f64;
+    let false_rate = low.iter().filter(|p| p.candidate).count() as f64 / low.len() as f64;
+    eprintln!(
+        "{lang}: recall {recall:.3} over {} pairs with J >= 0.85; candidates {false_rate:.4} over {} pairs with J < 0.5",
+        high.len(),
+        low.len()
+    );
+    assert!(
+        high.len() >= 100 && low.len() >= 100,
+        "{lang}: too few pairs at the ends"
+    );
+    for edit in EDITS {
+        let n = s.pairs.iter().filter(|p| matches!((p.edit, edit), (a, b) if std::mem::discriminant(&a) == std::mem::discriminant(&b))).count();
+        assert!(n > 0, "{lang}: no {edit:?} variants");
+    }
+    assert!(recall >= 0.95, "{lang}: recall {recall}");
+    assert!(
+        false_rate <= 0.01,
+        "{lang}: {false_rate} of pairs below 0.5 are candidates"
+    );
+}
+
+#[test]
+fn lsh_detection_on_real_variants_follows_the_s_curve() {
+    let Some(corpus) = corpus("lsh_detection_on_real_variants_follows_the_s_curve") else {
+        return;
+    };
+    let en = corpus_en(&corpus);
+    check_lsh("en", &sample(&en, false, 400, 5, 1));
+    let zh: Vec<(String, String)> = corpus_zh(&corpus)
+        .into_iter()
+        .map(|(i, t, _)| (i, t))
+        .collect();
+    check_lsh("zh", &sample(&zh, true, 400, 5, 2));
+}
+
+fn write_docs(path: &Path, docs: &[(String, String)]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                docs.iter().map(|d| d.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                docs.iter().map(|d| d.1.as_str()),
+            )),
+        ],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+async fn run(dir: &Path, yaml: &str) -> openseek::report::Report {
+    let engine = Engine::new(Some(2));
+    let p = pipeline(dir, yaml);
+    let opts = RunOptions {
+        output: Some(dir.join("out")),
+        print_summary: false,
+        ..Default::default()
+    };
+    run_pipeline(&engine, &p, &opts).await.unwrap()
+}
+
+/// The rejects of a run: id → (reason, detail).
+fn rejects(dir: &Path) -> HashMap<String, (String, String)> {
+    let rej = read_parquet_dir(&dir.join("out/rejects"));
+    strings(&rej, "id")
+        .into_iter()
+        .zip(strings(&rej, "reason"))
+        .zip(strings(&rej, "detail"))
+        .map(|((i, r), d)| (i.unwrap(), (r.unwrap(), d.unwrap_or_default())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minhash_dedup_removes_close_variants_and_keeps_distant_ones() {
+    let Some(corpus) = corpus("minhash_dedup_removes_close_variants_and_keeps_distant_ones") else {
+        return;
+    };
+    let zh: Vec<(String, String)> = corpus_zh(&corpus)
+        .into_iter()
+        .map(|(i, t, _)| (i, t))
+        .collect();
+    for (lang, s) in [
+        ("en", sample(&corpus_en(&corpus), false, 300, 1, 3)),
+        ("zh", sample(&zh, true, 300, 1, 4)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // Originals first, so that `keep: first` keeps them.
+        let mut docs = s.originals.clone();
+        docs.extend(
+            s.pairs
+                .iter()
+                .enumerate()
+                .map(|(k, p)| (format!("variant-{k}"), p.text.clone())),
+        );
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        write_docs(&dir.path().join("in/docs.parquet"), &docs);
+        for verify in [false, true] {
+            let yaml = format!(
+                "name: mh\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{verify: {verify}, threshold: 0.7}}\n",
+                dir.path().join("in").display()
+            );
+            let _ = std::fs::remove_dir_all(dir.path().join("out"));
+            let report = run(dir.path(), &yaml).await;
+            report.check().unwrap();
+            let rej = rejects(dir.path());
+            let removed = |k: usize, p: &Pair| {
+                rej.get(&format!("variant-{k}"))
+                    .is_some_and(|(reason, detail)| {
+                        reason == "near_duplicate" && *detail == s.originals[p.original].0
+                    })
+            };
+            let (mut high, mut high_removed, mut low, mut low_removed) = (0, 0, 0, 0);
+            for (k, p) in s.pairs.iter().enumerate() {
+                if p.jaccard >= 0.85 {
+                    high += 1;
+                    high_removed += usize::from(removed(k, p));
+                } else if p.jaccard < 0.5 {
+                    low += 1;
+                    low_removed += usize::from(rej.contains_key(&format!("variant-{k}")));
+                }
+            }
+            for (id, _) in &s.originals {
+                assert!(!rej.contains_key(id), "{lang}: original {id} was removed");
+            }
+            let recall = high_removed as f64 / high as f64;
+            let false_removal = low_removed as f64 / low as f64;
+            eprintln!(
+                "{lang} verify={verify}: removed {high_removed}/{high} variants with J >= 0.85 ({recall:.3}), \
+                 {low_removed}/{low} with J < 0.5 ({false_removal:.4})"
+            );
+            assert!(high >= 30 && low >= 30);
+            assert!(recall >= 0.95, "{lang} verify={verify}: recall {recall}");
+            assert!(
+                false_removal <= 0.01,
+                "{lang} verify={verify}: false removal {false_removal}"
+            );
+        }
+    }
+}
+
+/// Checks that every group of byte-identical documents (long enough to hash) was found: all members but
+/// one removed as `near_duplicate` of a member that stayed. Returns the number of groups.
+fn identical_groups_found(lang: &str, docs: &[(String, String)], dir: &Path) -> usize {
+    let hasher = MinHasher::new(MinhashConfig::default()).unwrap();
+    let mut by_text: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, text) in docs {
+        by_text.entry(text.as_str()).or_default().push(id.as_str());
+    }
+    let kept: HashSet<String> = strings(&read_parquet_dir(&dir.join("out/data")), "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let rej = rejects(dir);
+    let mut groups = 0;
+    for (text, ids) in by_text.iter().filter(|(_, ids)| ids.len() > 1) {
+        if hasher.signature(text).is_none() {
+            // Too short to hash: kept, every copy.
+            assert!(ids.iter().all(|i| kept.contains(*i)), "{lang}: {ids:?}");
+            continue;
+        }
+        groups += 1;
+        // One cluster: at most one copy stays, and every other copy names the same kept document
+        // (the copy that stayed, or a near-duplicate outside the group that its cluster kept).
+        let stayed: Vec<&&str> = ids.iter().filter(|i| kept.contains(**i)).collect();
+        assert!(
+            stayed.len() <= 1,
+            "{lang}: identical documents {ids:?}: {stayed:?} stayed"
+        );
+        let targets: HashSet<&str> = ids
+            .iter()
+            .filter(|i| !kept.contains(**i))
+            .map(|id| {
+                let (reason, detail) = &rej[*id];
+                assert_eq!(reason, "near_duplicate", "{lang}: {id}");
+                detail.as_str()
+            })
+            .collect();
+        assert_eq!(targets.len(), 1, "{lang}: {ids:?} point to {targets:?}");
+        let target = *targets.iter().next().unwrap();
+        assert!(
+            kept.contains(target),
+            "{lang}: {ids:?} point to {target}, which was not kept"
+        );
+        if let Some(s) = stayed.first() {
+            assert_eq!(**s, target, "{lang}: {ids:?}");
+        }
+    }
+    groups
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natural_duplicates_of_the_corpus_are_found() {
+    let Some(corpus) = corpus("natural_duplicates_of_the_corpus_are_found") else {
+        return;
+    };
+    // English: Debian copyright files and changelogs shared between packages of one source.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: mh-en\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{}}\n",
+        corpus.join("en").display()
+    );
+    let report = run(dir.path(), &yaml).await;
+    report.check().unwrap();
+    let en = corpus_en(&corpus);
+    let groups = identical_groups_found("en", &en, dir.path());
+    let debian: HashSet<&str> = en
+        .iter()
+        .filter(|(id, _)| id.starts_with("debian-"))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let removed_debian = rejects(dir.path())
+        .keys()
+        .filter(|id| debian.contains(id.as_str()))
+        .count();
+    let dedup = report.stages[1].dedup.clone().unwrap();
+    eprintln!(
+        "en: {groups} groups of identical documents found; {} removed ({removed_debian} Debian files), {} clusters, sizes {:?}",
+        report.stages[1].rows_rejected, dedup.clusters, dedup.cluster_sizes
+    );
+    assert!(groups >= 150, "{groups}");
+    assert!(removed_debian >= 554 - 177, "{removed_debian}");
+
+    // Chinese: LibreOffice help pages, fortunes and reviews that occur twice.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: mh-zh\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{}}\n",
+        corpus.join("zh").display()
+    );
+    let report = run(dir.path(), &yaml).await;
+    report.check().unwrap();
+    let zh: Vec<(String, String)> = corpus_zh(&corpus)
+        .into_iter()
+        .map(|(i, t, _)| (i, t))
+        .collect();
+    let groups = identical_groups_found("zh", &zh, dir.path());
+    let rej = rejects(dir.path());
+    let libreoffice = rej.keys().filter(|id| id.contains("libreoffice")).count();
+    eprintln!(
+        "zh: {groups} groups of identical documents found; {} removed, {libreoffice} LibreOffice pages",
+        report.stages[1].rows_rejected
+    );
+    assert!(libreoffice >= 165, "{libreoffice}");
+
+    // Shakespeare in modern and First Folio spelling: character 7-grams with loose bands and a true
+    // Jaccard check pair each play with its Folio edition, and with nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: mh-folio\ninput: {{path: {}, id: id}}\nstages:\n  - sql: \"SELECT * FROM input WHERE source = 'shakespeare'\"\n  \
+         - minhash_dedup: {{unit: char, ngram: 7, bands: 37, rows: 3, verify: true, threshold: 0.35, annotate: true}}\n",
+        corpus.join("en").display()
+    );
+    run(dir.path(), &yaml).await;
+    let out = read_parquet_dir(&dir.path().join("out/data"));
+    let mut clusters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, cluster) in strings(&out, "id")
+        .into_iter()
+        .zip(strings(&out, "minhash_cluster"))
+    {
+        clusters
+            .entry(cluster.unwrap())
+            .or_default()
+            .push(id.unwrap());
+    }
+    let folio = out
+        .iter()
+        .flat_map(|b| strings(std::slice::from_ref(b), "id"))
+        .filter(|id| id.as_ref().unwrap().ends_with("_gut_f"))
+        .count();
+    let pairs: Vec<&Vec<String>> = clusters.values().filter(|m| m.len() > 1).collect();
+    eprintln!(
+        "shakespeare: {} Folio texts, {} clusters of two or more",
+        folio,
+        pairs.len()
+    );
+    assert_eq!(pairs.len(), folio, "{pairs:?}");
+    for members in pairs {
+        assert_eq!(members.len(), 2, "{members:?}");
+        assert_eq!(
+            members.iter().filter(|m| m.ends_with("_gut_f")).count(),
+            1,
+            "{members:?}"
+        );
+    }
+}
