@@ -577,3 +577,162 @@ async fn natural_duplicates_of_the_corpus_are_found() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_chooses_the_longest_or_the_best_scored_copy() {
+    let Some(corpus) = corpus("keep_chooses_the_longest_or_the_best_scored_copy") else {
+        return;
+    };
+    let en = corpus_en(&corpus);
+    let originals = sample(&en, false, 20, 0, 5).originals;
+    let dir = tempfile::tempdir().unwrap();
+    // Each original, then a longer copy (a line added) with a lower score.
+    let mut ids = Vec::new();
+    let mut texts = Vec::new();
+    let mut scores = Vec::new();
+    for (id, text) in &originals {
+        ids.push(id.clone());
+        texts.push(text.clone());
+        scores.push(Some(3.0));
+        ids.push(format!("{id}#long"));
+        texts.push(format!(
+            "{text}\nOne more line, at the end of the document."
+        ));
+        scores.push(None);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(texts)),
+            Arc::new(arrow::array::Float64Array::from(scores)),
+        ],
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.path().join("in/docs.parquet")).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    for (keep, survivor) in [("longest", "#long"), ("\"max:score\"", ""), ("first", "")] {
+        let yaml = format!(
+            "name: keep\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{keep: {keep}, memory_mb: 64}}\n",
+            dir.path().join("in").display()
+        );
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        run(dir.path(), &yaml).await.check().unwrap();
+        let rej = rejects(dir.path());
+        assert_eq!(rej.len(), originals.len(), "keep {keep}");
+        for (id, _) in &originals {
+            let (kept, removed) = if survivor.is_empty() {
+                (id.clone(), format!("{id}#long"))
+            } else {
+                (format!("{id}#long"), id.clone())
+            };
+            assert_eq!(
+                rej[&removed],
+                ("near_duplicate".to_string(), kept),
+                "keep {keep}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_built_on_one_corpus_removes_its_duplicates_from_another() {
+    let Some(corpus) = corpus("an_index_built_on_one_corpus_removes_its_duplicates_from_another")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index");
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    for (d, files) in [
+        (&old, ["web-en-000", "web-en-001"]),
+        (&new, ["web-en-002", "web-en-003"]),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+        for f in files {
+            std::fs::copy(
+                corpus.join(format!("en/{f}.parquet")),
+                d.join(format!("{f}.parquet")),
+            )
+            .unwrap();
+        }
+    }
+    let stage = |dir: &Path, index_opt: &str| {
+        format!(
+            "name: idx\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{index: {{{index_opt}: {}}}}}\n",
+            dir.display(),
+            index.display()
+        )
+    };
+    let built = tempfile::tempdir().unwrap();
+    run(built.path(), &stage(&old, "build"))
+        .await
+        .check()
+        .unwrap();
+    let kept_old: HashSet<String> =
+        strings(&read_parquet_dir(&built.path().join("out/data")), "id")
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index.join("index.json")).unwrap()).unwrap();
+    let indexed = kept_old.len() as u64 - built_too_short(&built);
+    assert_eq!(manifest["documents"].as_u64().unwrap(), indexed);
+
+    let against = tempfile::tempdir().unwrap();
+    let report = run(against.path(), &stage(&new, "against")).await;
+    report.check().unwrap();
+    let rej = rejects(against.path());
+    let by_index: Vec<(&String, &String)> = rej
+        .iter()
+        .filter(|(_, (r, _))| r == "near_duplicate_of_index")
+        .map(|(id, (_, d))| (id, d))
+        .collect();
+    eprintln!(
+        "index: {indexed} documents indexed; {} of the new corpus removed as duplicates of it, {} among themselves",
+        by_index.len(),
+        rej.len() - by_index.len()
+    );
+    assert!(by_index.len() >= 50, "{}", by_index.len());
+    for (id, matched) in &by_index {
+        assert!(
+            kept_old.contains(*matched),
+            "{id} matched {matched}, which is not in the index"
+        );
+    }
+    // Identical texts across the two halves: the new copy goes, naming an indexed document.
+    let en = corpus_en(&corpus);
+    let old_texts: HashSet<&str> = en
+        .iter()
+        .filter(|(id, _)| kept_old.contains(id))
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let hasher = MinHasher::new(MinhashConfig::default()).unwrap();
+    let new_ids: HashSet<String> = strings(&read_parquet_dir(&new), "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    for (id, text) in en.iter().filter(|(id, _)| new_ids.contains(id)) {
+        if old_texts.contains(text.as_str()) && hasher.signature(text).is_some() {
+            assert_eq!(rej[id].0, "near_duplicate_of_index", "{id}");
+        }
+    }
+}
+
+/// Documents of a run that were too short to hash (kept, but not indexed).
+fn built_too_short(dir: &tempfile::TempDir) -> u64 {
+    let report = openseek::report::Report::read(&dir.path().join("out/report.json")).unwrap();
+    report.stages[1].dedup.as_ref().unwrap().too_short
+}
