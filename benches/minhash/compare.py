@@ -10,11 +10,13 @@ the first set) is compared with every other set: sizes, intersection, ids in onl
 matrix of pairwise intersections. --json writes {name: {"removed", "jaccard_vs_ref", ...}}.
 
 Two tools that find exactly the same clusters still remove different documents when they keep different
-members (datatrove keeps the union-find root, text-dedup the first index of the root's set...), which
-lowers the Jaccard of the removed sets. So where a removed-ids file has a sibling FILE.members
-(`id<TAB>cluster`, every member of every duplicate cluster, kept or removed), two keeper-independent
-figures are added: the Jaccard of the member sets, and the share of each tool's removed ids that lie in
-one of the reference's clusters.
+members (each keeps the root of its own union-find), which lowers the Jaccard of the removed sets. So
+where a removed-ids file has a sibling FILE.members (`id<TAB>cluster`: every member of every duplicate
+cluster, kept or removed), or an openseek run's rejects name the kept document in `detail`,
+keeper-independent figures are added: the share of each tool's removed ids that lie in one of the
+reference's clusters; the Jaccard of the member sets; and the pair Jaccard, |P_a & P_b| / |P_a | P_b|,
+where P is the set of document pairs that share a cluster (computed from contingency counts).
+The member sets say little once the corpus is repeated (every copy is then in a cluster); the pairs do.
 """
 import argparse
 import glob
@@ -23,25 +25,36 @@ import os
 import sys
 
 
-def load_removed(path: str) -> set[str]:
-    if os.path.isdir(path):
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+def load_openseek(run_dir: str) -> tuple[set[str], dict[str, str] | None]:
+    """Removed ids, and id -> cluster, from an openseek run's rejects. The `detail` of a near_duplicate
+    reject is the id of the document its cluster keeps (and `value` the cluster size), so the clusters are
+    the removed ids plus the kept ids named in `detail`."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-        files = sorted(glob.glob(os.path.join(path, "rejects", "**", "*.parquet"), recursive=True))
-        ids: set[str] = set()
-        for f in files:
-            t = pq.read_table(f, columns=["id", "reason"])
-            t = t.filter(pc.equal(t.column("reason"), "near_duplicate"))
-            ids.update(t.column("id").to_pylist())
-        return ids
+    files = sorted(glob.glob(os.path.join(run_dir, "rejects", "**", "*.parquet"), recursive=True))
+    ids: set[str] = set()
+    members: dict[str, str] = {}
+    for f in files:
+        t = pq.read_table(f, columns=["id", "reason", "detail"])
+        t = t.filter(pc.equal(t.column("reason"), "near_duplicate"))
+        for i, kept in zip(t.column("id").to_pylist(), t.column("detail").to_pylist()):
+            ids.add(i)
+            if kept:
+                members[i] = kept
+                members[kept] = kept
+    # only trust the clusters if every removed document names the one it was kept against
+    return ids, (members if ids and all(i in members for i in ids) else None)
+
+
+def load_removed(path: str) -> set[str]:
     with open(path) as fh:
         return {line.rstrip("\n") for line in fh if line.strip()}
 
 
 def load_members(path: str) -> dict[str, str] | None:
     mpath = path + ".members"
-    if os.path.isdir(path) or not os.path.exists(mpath):
+    if not os.path.exists(mpath):
         return None
     members = {}
     with open(mpath) as fh:
@@ -50,6 +63,21 @@ def load_members(path: str) -> dict[str, str] | None:
                 i, _, c = line.rstrip("\n").rpartition("\t")
                 members[i] = c
     return members
+
+
+def pairs(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+def pair_jaccard(a: dict[str, str], b: dict[str, str]) -> float:
+    """Jaccard of the sets of same-cluster document pairs of two clusterings (id -> cluster)."""
+    from collections import Counter
+
+    pa = sum(pairs(n) for n in Counter(a.values()).values())
+    pb = sum(pairs(n) for n in Counter(b.values()).values())
+    both = sum(pairs(n) for n in Counter((a[i], b[i]) for i in a.keys() & b.keys()).values())
+    union = pa + pb - both
+    return both / union if union else 1.0
 
 
 def jaccard(a: set, b: set) -> float:
@@ -81,8 +109,10 @@ def main() -> int:
         if not os.path.exists(path):
             print(f"{name}: {path} does not exist, skipped", file=sys.stderr)
             continue
-        sets[name] = load_removed(path)
-        members[name] = load_members(path)
+        if os.path.isdir(path):
+            sets[name], members[name] = load_openseek(path)
+        else:
+            sets[name], members[name] = load_removed(path), load_members(path)
     if not sets:
         print("nothing to compare", file=sys.stderr)
         return 1
@@ -104,14 +134,24 @@ def main() -> int:
             row.append(f"{in_ref:.4f}")
             if m is not None:
                 fig["members_jaccard_vs_ref"] = jaccard(set(m), set(rm))
-                row += [f"{len(m)} / {len(set(m.values()))}", f"{fig['members_jaccard_vs_ref']:.4f}"]
+                fig["pair_jaccard_vs_ref"] = pair_jaccard(m, rm)
+                row += [
+                    f"{len(m)} / {len(set(m.values()))}",
+                    f"{fig['members_jaccard_vs_ref']:.4f}",
+                    f"{fig['pair_jaccard_vs_ref']:.4f}",
+                ]
             else:
-                row += ["-", "-"]
+                row += ["-", "-", "-"]
         out[name] = fig
         rows.append(row)
     header = ["tool", "removed", f"also by {ref}", "only this", f"only {ref}", f"Jaccard vs {ref}"]
     if rm is not None:
-        header += [f"removed in {ref}'s clusters", "members / clusters", f"members Jaccard vs {ref}"]
+        header += [
+            f"removed in {ref}'s clusters",
+            "members / clusters",
+            f"members Jaccard vs {ref}",
+            f"pair Jaccard vs {ref}",
+        ]
     print(f"reference: {ref} ({len(r)} removed)\n")
     print(table(header, rows))
 

@@ -31,8 +31,13 @@ impl OutFormat {
     }
 }
 
-/// Rows per Parquet row group: documents are large, so groups stay at a few to tens of MB.
+/// Rows per Parquet row group: documents are large (10 KB on average in FineWeb-Edu), so groups stay at
+/// a few to tens of MB.
 const ROW_GROUP_ROWS: usize = 4096;
+
+/// Rows per row group of a checkpoint: a corpus stage spreads a checkpoint over the cores by row group,
+/// so groups are small enough to balance the cores to the end.
+const CHECKPOINT_ROW_GROUP_ROWS: usize = 256;
 
 enum Inner {
     Parquet(ArrowWriter<File>),
@@ -58,18 +63,29 @@ pub fn temp_name(path: &Path) -> PathBuf {
 impl PartWriter {
     /// A data part: Parquet at zstd level 3, DataFusion's default.
     pub fn create(path: &Path, format: OutFormat, schema: &SchemaRef) -> Result<Self> {
-        Self::create_at_level(path, format, schema, 3)
+        Self::create_at_level(path, format, schema, 3, ROW_GROUP_ROWS)
+    }
+
+    /// A checkpoint between segments: read once by the next segment, so zstd level 1 and small groups.
+    pub fn create_checkpoint(path: &Path, schema: &SchemaRef) -> Result<Self> {
+        Self::create_at_level(
+            path,
+            OutFormat::Parquet,
+            schema,
+            1,
+            CHECKPOINT_ROW_GROUP_ROWS,
+        )
     }
 
     /// A rejects part: zstd level 1. With `keep_rejected_text` rejects hold most of the input's text and
     /// are read rarely; level 3 would spend a tenth of a rule-filter run compressing them.
     pub fn create_rejects(path: &Path, schema: &SchemaRef) -> Result<Self> {
-        Self::create_at_level(path, OutFormat::Parquet, schema, 1)
+        Self::create_at_level(path, OutFormat::Parquet, schema, 1, ROW_GROUP_ROWS)
     }
 
     /// An intermediate Parquet file of random keys (band keys): zstd would spend time and save nothing.
     pub fn create_uncompressed(path: &Path, schema: &SchemaRef) -> Result<Self> {
-        Self::create_at_level(path, OutFormat::Parquet, schema, 0)
+        Self::create_at_level(path, OutFormat::Parquet, schema, 0, 1 << 20)
     }
 
     /// `zstd_level` 0 writes uncompressed Parquet.
@@ -78,6 +94,7 @@ impl PartWriter {
         format: OutFormat,
         schema: &SchemaRef,
         zstd_level: i32,
+        row_group_rows: usize,
     ) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -92,7 +109,7 @@ impl PartWriter {
                     } else {
                         Compression::ZSTD(ZstdLevel::try_new(zstd_level)?)
                     })
-                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .set_max_row_group_row_count(Some(row_group_rows))
                     .build();
                 Inner::Parquet(ArrowWriter::try_new(
                     file,

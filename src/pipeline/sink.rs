@@ -227,11 +227,7 @@ impl SegmentSink {
             self.rows_out += data.num_rows() as u64;
             let data = strip_internal(&data)?;
             if self.data.is_none() {
-                self.data = Some(PartWriter::create(
-                    &self.data_path,
-                    self.format,
-                    &data.schema(),
-                )?);
+                self.data = Some(self.data_writer(&data.schema())?);
             }
             self.data.as_mut().expect("created").write(&data)?;
         }
@@ -295,6 +291,14 @@ impl SegmentSink {
         r
     }
 
+    fn data_writer(&self, schema: &SchemaRef) -> Result<PartWriter> {
+        if self.always_write {
+            PartWriter::create_checkpoint(&self.data_path, schema)
+        } else {
+            PartWriter::create(&self.data_path, self.format, schema)
+        }
+    }
+
     /// Appends rejects to this segment's rejects part.
     pub fn write_rejects(&mut self, rows: RejectRows) -> Result<()> {
         if rows.is_empty() {
@@ -327,7 +331,7 @@ impl SegmentSink {
     pub fn finish(mut self) -> Result<(Vec<StageReport>, Option<PartInfo>, Option<PartInfo>)> {
         if self.always_write && self.data.is_none() {
             if let Some(schema) = &self.out_schema {
-                self.data = Some(PartWriter::create(&self.data_path, self.format, schema)?);
+                self.data = Some(self.data_writer(schema)?);
             }
         }
         let part = |w: Option<PartWriter>, path: &Path| -> Result<Option<PartInfo>> {

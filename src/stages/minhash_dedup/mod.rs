@@ -293,10 +293,9 @@ pub async fn plan(
         index_docs_path,
     ));
     let partitions: Vec<Arc<dyn PartitionStream>> = (0..threads)
-        .map(|index| {
+        .map(|_| {
             Arc::new(OutputPartition {
                 decided: Arc::clone(&decided),
-                index,
             }) as Arc<dyn PartitionStream>
         })
         .collect();

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -51,6 +52,8 @@ pub struct Decided {
     pub keep_text: bool,
     pub schema: SchemaRef,
     pub partitions: usize,
+    /// The next unit a partition takes: partitions share the units as they become free.
+    next_unit: AtomicUsize,
     rejects: Mutex<Option<PartWriter>>,
     rejects_path: PathBuf,
     index_docs: Mutex<Option<PartWriter>>,
@@ -102,6 +105,7 @@ impl Decided {
             keep_text,
             schema: Arc::new(Schema::new(fields)),
             partitions: partitions.max(1),
+            next_unit: AtomicUsize::new(0),
             rejects: Mutex::new(None),
             rejects_path: rejects_path.to_path_buf(),
             index_docs: Mutex::new(None),
@@ -264,11 +268,10 @@ impl Decided {
     }
 }
 
-/// One partition of the output: units `index`, `index + partitions`, …
+/// One partition of the output: it streams the units it takes from the shared queue.
 #[derive(Debug)]
 pub struct OutputPartition {
     pub decided: Arc<Decided>,
-    pub index: usize,
 }
 
 impl PartitionStream for OutputPartition {
@@ -278,14 +281,14 @@ impl PartitionStream for OutputPartition {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let decided = Arc::clone(&self.decided);
-        let units: Vec<Unit> = decided
-            .units
-            .iter()
-            .skip(self.index)
-            .step_by(decided.partitions)
-            .cloned()
-            .collect();
-        let batches = units.into_iter().flat_map(move |unit| {
+        let units = std::iter::from_fn({
+            let decided = Arc::clone(&decided);
+            move || {
+                let i = decided.next_unit.fetch_add(1, Ordering::Relaxed);
+                decided.units.get(i).cloned()
+            }
+        });
+        let batches = units.flat_map(move |unit| {
             let decided = Arc::clone(&decided);
             let mut next = unit.first_doc as u32;
             let reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> =

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
@@ -91,26 +92,29 @@ pub fn read_unit(
     Ok(reader.map(move |b| b.with_context(|| format!("reading {}", file.display()))))
 }
 
-/// Runs `work(thread, unit)` over the units on `threads` threads (unit `i` goes to thread
-/// `i % threads`, so each thread's share is spread over the input) and returns the results in unit
-/// order.
+/// Runs `work(thread, unit)` over the units on `threads` threads, each taking the next unit when it is
+/// free (units differ in size), and returns the results in unit order.
 pub fn for_each_unit<T, F>(units: &[Unit], threads: usize, work: F) -> Result<Vec<T>>
 where
     T: Send,
     F: Fn(usize, &Unit) -> Result<T> + Sync,
 {
     let threads = threads.clamp(1, units.len().max(1));
+    let next = AtomicUsize::new(0);
     let mut results: Vec<Option<T>> = (0..units.len()).map(|_| None).collect();
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let work = &work;
+                let (work, next) = (&work, &next);
                 s.spawn(move || -> Result<Vec<(usize, T)>> {
                     let mut out = Vec::new();
-                    for i in (t..units.len()).step_by(threads) {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= units.len() {
+                            return Ok(out);
+                        }
                         out.push((i, work(t, &units[i])?));
                     }
-                    Ok(out)
                 })
             })
             .collect();
