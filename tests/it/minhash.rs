@@ -9,7 +9,9 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use openseek::context::Engine;
 use openseek::pipeline::{RunOptions, run_pipeline};
-use openseek_udfs::minhash::{MinHasher, MinhashConfig, ShingleUnit, candidate_probability};
+use openseek_udfs::minhash::{
+    MinHasher, MinhashConfig, ShingleUnit, candidate_probability, signature_similarity,
+};
 
 use crate::common::*;
 
@@ -173,7 +175,7 @@ struct Sample {
     pairs: Vec<Pair>,
 }
 
-/// Picks `n` real documents of 1 to 8 KB (cut at 8 KB) that are not candidates of each other, and makes
+/// Picks `n` real documents of 1 to 8 KB (cut at 8 KB) that are far from each other, and makes
 /// `per_doc` variants of each.
 fn sample(docs: &[(String, String)], cjk: bool, n: usize, per_doc: usize, seed: u64) -> Sample {
     let hasher = MinHasher::new(MinhashConfig {
@@ -186,7 +188,7 @@ fn sample(docs: &[(String, String)], cjk: bool, n: usize, per_doc: usize, seed: 
     })
     .unwrap();
     let mut rng = Rng(seed);
-    let mut seen_keys: HashSet<u64> = HashSet::new();
+    let mut taken: Vec<Vec<u64>> = Vec::new();
     let mut originals = Vec::new();
     let step = (docs.len() / (n * 3)).max(1);
     for (id, text) in docs.iter().step_by(step) {
@@ -208,11 +210,15 @@ fn sample(docs: &[(String, String)], cjk: bool, n: usize, per_doc: usize, seed: 
         let Some(sig) = hasher.signature(t) else {
             continue;
         };
-        let keys = hasher.band_keys(&sig);
-        if keys.iter().any(|k| seen_keys.contains(k)) {
-            continue; // a near-duplicate of an original already taken
+        // Far from every original taken (estimated Jaccard below 0.25), so that a variant can only be
+        // close to its own original.
+        if taken
+            .iter()
+            .any(|o: &Vec<u64>| signature_similarity(o, &sig).unwrap() >= 0.25)
+        {
+            continue;
         }
-        seen_keys.extend(keys);
+        taken.push(sig);
         originals.push((id.clone(), t.to_string()));
     }
     assert_eq!(originals.len(), n, "not enough distinct documents");
@@ -299,9 +305,18 @@ fn check_lsh(lang: &str, s: &Sample) {
         assert!(n > 0, "{lang}: no {edit:?} variants");
     }
     assert!(recall >= 0.95, "{lang}: recall {recall}");
+    // Below 0.5, LSH alone does what the S-curve allows (about 0.9% for these pairs); false removals
+    // by the stage, with and without `verify`, are checked through the stage.
+    let probs: Vec<f64> = low
+        .iter()
+        .map(|p| candidate_probability(p.jaccard, 14, 8))
+        .collect();
+    let expected: f64 = probs.iter().sum();
+    let sd = probs.iter().map(|p| p * (1.0 - p)).sum::<f64>().sqrt();
+    let observed = low.iter().filter(|p| p.candidate).count() as f64;
     assert!(
-        false_rate <= 0.01,
-        "{lang}: {false_rate} of pairs below 0.5 are candidates"
+        observed <= expected + 3.0 * sd + 1.0,
+        "{lang}: {observed} ({false_rate:.4}) pairs below 0.5 are candidates, the S-curve expects {expected:.1} ± {sd:.1}"
     );
 }
 
@@ -319,11 +334,20 @@ fn lsh_detection_on_real_variants_follows_the_s_curve() {
     check_lsh("zh", &sample(&zh, true, 400, 5, 2));
 }
 
+/// Writes documents as Parquet, with `original` = 1 for the originals and 0 for their variants.
 fn write_docs(path: &Path, docs: &[(String, String)]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("text", DataType::Utf8, false),
+        Field::new("original", DataType::Float64, false),
     ]));
+    let original = docs.iter().map(|d| {
+        if d.0.starts_with("variant-") {
+            0.0
+        } else {
+            1.0
+        }
+    });
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![
@@ -333,6 +357,7 @@ fn write_docs(path: &Path, docs: &[(String, String)]) {
             Arc::new(StringArray::from_iter_values(
                 docs.iter().map(|d| d.1.as_str()),
             )),
+            Arc::new(arrow::array::Float64Array::from_iter_values(original)),
         ],
     )
     .unwrap();
@@ -375,11 +400,11 @@ async fn minhash_dedup_removes_close_variants_and_keeps_distant_ones() {
         .map(|(i, t, _)| (i, t))
         .collect();
     for (lang, s) in [
-        ("en", sample(&corpus_en(&corpus), false, 300, 1, 3)),
-        ("zh", sample(&zh, true, 300, 1, 4)),
+        ("en", sample(&corpus_en(&corpus), false, 600, 1, 3)),
+        ("zh", sample(&zh, true, 600, 1, 4)),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        // Originals first, so that `keep: first` keeps them.
+        // `keep: max:original` keeps the originals whatever the order the stage reads them in.
         let mut docs = s.originals.clone();
         docs.extend(
             s.pairs
@@ -391,7 +416,7 @@ async fn minhash_dedup_removes_close_variants_and_keeps_distant_ones() {
         write_docs(&dir.path().join("in/docs.parquet"), &docs);
         for verify in [false, true] {
             let yaml = format!(
-                "name: mh\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{verify: {verify}, threshold: 0.7}}\n",
+                "name: mh\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{verify: {verify}, threshold: 0.7, keep: \"max:original\"}}\n",
                 dir.path().join("in").display()
             );
             let _ = std::fs::remove_dir_all(dir.path().join("out"));
@@ -414,8 +439,22 @@ async fn minhash_dedup_removes_close_variants_and_keeps_distant_ones() {
                     low_removed += usize::from(rej.contains_key(&format!("variant-{k}")));
                 }
             }
-            for (id, _) in &s.originals {
-                assert!(!rej.contains_key(id), "{lang}: original {id} was removed");
+            // Originals are pairwise distinct: one removed is a false positive against another's variant.
+            let originals_removed = s
+                .originals
+                .iter()
+                .filter(|(id, _)| rej.contains_key(id))
+                .count();
+            eprintln!(
+                "{lang} verify={verify}: {originals_removed} of {} originals removed",
+                s.originals.len()
+            );
+            assert!(originals_removed as f64 <= 0.01 * s.originals.len() as f64);
+            if verify {
+                assert_eq!(
+                    originals_removed, 0,
+                    "{lang}: verify let a false positive through"
+                );
             }
             let recall = high_removed as f64 / high as f64;
             let false_removal = low_removed as f64 / low as f64;

@@ -52,7 +52,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("ngram", "Units per shingle (default 5).")
     .with_argument("bands", "LSH bands (default 14).")
     .with_argument("rows", "Hashes per band (default 8).")
-    .with_argument("seed", "Seed of the permutations (default 1).")
+    .with_argument("seed", "Seed of the shingle hashes (default 1).")
     .with_argument(
         "normalize",
         "'default' (lowercase, digits, punctuation, whitespace, accents, as datatrove), 'none', or a \

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Which document of a cluster stays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Keep {
-    /// The first in input order (datatrove's choice).
+    /// The first in the order the stage reads its input: the previous stage's parts in name order.
+    /// That is the source's order when the previous stage ran on one thread; on several, their parts
+    /// interleave, so use `max:<column>` to choose by a column of the source.
     First,
     /// The one with the most text bytes; ties go to the first.
     Longest,
