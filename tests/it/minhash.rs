@@ -775,3 +775,20 @@ fn built_too_short(dir: &tempfile::TempDir) -> u64 {
     let report = openseek::report::Report::read(&dir.path().join("out/report.json")).unwrap();
     report.stages[1].dedup.as_ref().unwrap().too_short
 }
+
+#[test]
+fn shipped_pipelines_parse_with_their_dedup_stages() {
+    let dir = root().join("pipelines");
+    let mut dedup = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let spec = openseek::pipeline::PipelineSpec::load(&path).unwrap();
+        let stages = openseek::pipeline::stage::parse_stages(&spec.stages, &dir)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        dedup += stages.iter().filter(|s| s.label == "minhash_dedup").count();
+    }
+    assert!(dedup >= 2, "cc-en and cc-zh end with minhash_dedup");
+}
