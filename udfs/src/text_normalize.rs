@@ -66,9 +66,84 @@ impl Normalization {
     pub fn apply(&self, text: &str) -> String {
         if text.is_ascii() {
             self.apply_ascii(text)
-        } else {
+        } else if text.contains('\u{3A3}') {
+            // Capital sigma lower-cases by its position in a word (σ or final ς): only the whole-string
+            // `to_lowercase` knows, so Greek with Σ takes the step-by-step path.
             self.apply_steps(text)
+        } else {
+            self.apply_unicode(text)
         }
+    }
+
+    /// All steps in one pass over any text without capital sigma, char by char in datatrove's order
+    /// (lower-case, number, punctuation, whitespace, then canonical decomposition without non-spacing
+    /// marks); a test checks it against [`Self::apply_steps`].
+    fn apply_unicode(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut pending_space = false;
+        let mut emit = |c: char, out: &mut String, pending_space: &mut bool| {
+            if self.whitespace && c.is_whitespace() {
+                *pending_space = true;
+                return;
+            }
+            if *pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            *pending_space = false;
+            if self.accents && !c.is_ascii() {
+                unicode_normalization::char::decompose_canonical(c, |d| {
+                    if d.general_category() != GeneralCategory::NonspacingMark {
+                        out.push(d);
+                    }
+                });
+            } else {
+                out.push(c);
+            }
+        };
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            rest = &rest[c.len_utf8()..];
+            if self.digits && is_decimal_digit(c) {
+                rest = rest.trim_start_matches(is_decimal_digit);
+                let mut ahead = rest.chars();
+                if let (Some(sep), Some(d)) = (ahead.next(), ahead.next()) {
+                    if matches!(sep, '.' | ',' | '،' | '٫' | '⎖' | '⎗' | '⎘') && is_decimal_digit(d)
+                    {
+                        rest = rest[sep.len_utf8()..].trim_start_matches(is_decimal_digit);
+                    }
+                }
+                emit('0', &mut out, &mut pending_space);
+                continue;
+            }
+            if self.lowercase && !c.is_lowercase() {
+                for l in c.to_lowercase() {
+                    self.after_lowercase(l, &mut out, &mut pending_space, &mut emit);
+                }
+            } else {
+                self.after_lowercase(c, &mut out, &mut pending_space, &mut emit);
+            }
+        }
+        if out.trim().len() == out.len() {
+            out
+        } else {
+            out.trim().to_string()
+        }
+    }
+
+    /// The punctuation step of one character, then whatever `emit` does with it.
+    fn after_lowercase(
+        &self,
+        c: char,
+        out: &mut String,
+        pending_space: &mut bool,
+        emit: &mut impl FnMut(char, &mut String, &mut bool),
+    ) {
+        let c = if self.punctuation && is_punctuation(c) {
+            ' '
+        } else {
+            c
+        };
+        emit(c, out, pending_space);
     }
 
     /// All steps in one pass over ASCII text (most of an English corpus), without the intermediate
@@ -80,7 +155,8 @@ impl Normalization {
         let mut i = 0;
         while i < b.len() {
             let c = b[i];
-            let piece = if self.digits && c.is_ascii_digit() {
+            let class = ASCII_CLASS[c as usize];
+            let piece = if self.digits && class & DIGIT != 0 {
                 i += 1;
                 while i < b.len() && b[i].is_ascii_digit() {
                     i += 1;
@@ -94,7 +170,7 @@ impl Normalization {
                 b'0'
             } else {
                 i += 1;
-                if self.punctuation && is_punctuation(char::from(c)) {
+                if self.punctuation && class & PUNCT != 0 {
                     b' '
                 } else if self.lowercase {
                     c.to_ascii_lowercase()
@@ -102,7 +178,7 @@ impl Normalization {
                     c
                 }
             };
-            if self.whitespace && matches!(piece, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+            if self.whitespace && ASCII_CLASS[piece as usize] & SPACE != 0 {
                 pending_space = true;
                 continue;
             }
@@ -152,6 +228,31 @@ impl Normalization {
         s.trim().to_string()
     }
 }
+
+// Bit flags: a byte can be both (vertical tab, form feed and carriage return are controls, which
+// datatrove's punctuation step blanks, and whitespace).
+const DIGIT: u8 = 1;
+const PUNCT: u8 = 2;
+const SPACE: u8 = 4;
+
+/// The class of each ASCII byte for the one-pass path: [`is_punctuation`] and `char::is_whitespace`,
+/// looked up instead of recomputed per byte.
+static ASCII_CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut c = 0;
+    while c < 128 {
+        t[c] = match c as u8 {
+            b'0'..=b'9' => DIGIT,
+            b' ' | b'\t' | b'\n' => SPACE,
+            0x0b | 0x0c | b'\r' => SPACE | PUNCT,
+            0..=8 | 14..=31 | 127 => PUNCT,
+            b'!'..=b'/' | b':'..=b'@' | b'['..=b'`' | b'{'..=b'~' => PUNCT,
+            _ => 0,
+        };
+        c += 1;
+    }
+    t
+};
 
 fn is_decimal_digit(c: char) -> bool {
     c.is_ascii_digit() || (!c.is_ascii() && c.general_category() == GeneralCategory::DecimalNumber)
@@ -297,6 +398,93 @@ mod tests {
                 let n = Normalization::parse(spec).unwrap();
                 assert_eq!(
                     n.apply_ascii(&text),
+                    n.apply_steps(&text),
+                    "{spec}: {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_over_unicode_equals_the_steps() {
+        let pieces = [
+            "Héllo",
+            "CAFÉ",
+            "naïve",
+            "ÅNGSTRÖM",
+            "ß",
+            "İstanbul",
+            "Ǆ",
+            "ﬁ",
+            "3",
+            "١٢٣",
+            "٫",
+            "٣٫١٤",
+            "１２",
+            "．",
+            "，",
+            "。",
+            "、",
+            "「",
+            "」",
+            "…",
+            "—",
+            "–",
+            "“",
+            "”",
+            "’",
+            "«",
+            "»",
+            " ",
+            "\u{3000}",
+            "\u{A0}",
+            "\u{2000}",
+            "\t",
+            "\n",
+            "\u{85}",
+            "\u{1}",
+            "床前",
+            "明月光",
+            "e\u{301}",
+            "\u{301}",
+            "a\u{308}\u{323}",
+            "\u{37E}",
+            "ǅ",
+            "ά",
+            "ω",
+            "2.5",
+            "1,0",
+            ".",
+            "!",
+            "x",
+            "Y",
+            "",
+        ];
+        let mut state = 7u64;
+        let specs = [
+            "default",
+            "none",
+            "lowercase",
+            "digits",
+            "punctuation",
+            "whitespace",
+            "accents",
+        ];
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 11) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            if text.is_ascii() {
+                continue;
+            }
+            for spec in specs {
+                let n = Normalization::parse(spec).unwrap();
+                assert_eq!(
+                    n.apply_unicode(&text),
                     n.apply_steps(&text),
                     "{spec}: {text:?}"
                 );
