@@ -106,11 +106,11 @@ impl Normalization {
             if self.digits && is_decimal_digit(c) {
                 rest = rest.trim_start_matches(is_decimal_digit);
                 let mut ahead = rest.chars();
-                if let (Some(sep), Some(d)) = (ahead.next(), ahead.next()) {
-                    if matches!(sep, '.' | ',' | '،' | '٫' | '⎖' | '⎗' | '⎘') && is_decimal_digit(d)
-                    {
-                        rest = rest[sep.len_utf8()..].trim_start_matches(is_decimal_digit);
-                    }
+                if let (Some(sep), Some(d)) = (ahead.next(), ahead.next())
+                    && matches!(sep, '.' | ',' | '،' | '٫' | '⎖' | '⎗' | '⎘')
+                    && is_decimal_digit(d)
+                {
+                    rest = rest[sep.len_utf8()..].trim_start_matches(is_decimal_digit);
                 }
                 emit('0', &mut out, &mut pending_space);
                 continue;

@@ -109,6 +109,10 @@ impl Clusters {
         self.root.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.root.is_empty()
+    }
+
     pub fn is_kept(&self, d: u32) -> bool {
         self.kept[self.root[d as usize] as usize] == d
     }

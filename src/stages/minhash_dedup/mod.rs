@@ -87,10 +87,10 @@ pub async fn plan(
             .clone()
             .into(),
     };
-    if let options::Keep::Max(c) = &keep {
-        if input_schema.index_of(c).is_err() {
-            anyhow::bail!("{label}: keep: max:{c}, but the input has no column `{c}`");
-        }
+    if let options::Keep::Max(c) = &keep
+        && input_schema.index_of(c).is_err()
+    {
+        anyhow::bail!("{label}: keep: max:{c}, but the input has no column `{c}`");
     }
 
     // Pass 1.

@@ -35,12 +35,6 @@ pub struct DocFacts {
     pub too_short: Vec<bool>,
 }
 
-impl DocFacts {
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
 struct UnitFacts {
     bytes: Vec<u32>,
     priority: Vec<f64>,
