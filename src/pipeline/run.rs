@@ -294,17 +294,18 @@ async fn run_segments(
                     markers.push((final_seg, m));
                     continue;
                 }
+                // One task: its parts, and the stale ones of an interrupted attempt removed.
+                let name = format!("part-{j}-00000");
+                let new_part = PartNames::new(
+                    &row_stages,
+                    &data_dir,
+                    out_dir,
+                    &name,
+                    format,
+                    keep_text,
+                    !final_seg,
+                )?;
                 if let StageKind::MinhashDedup(options) = &stages[sql_idx].kind {
-                    let name = format!("part-{j}-00000");
-                    let new_part = PartNames::new(
-                        &row_stages,
-                        &data_dir,
-                        out_dir,
-                        &name,
-                        format,
-                        keep_text,
-                        !final_seg,
-                    )?;
                     let label = &stages[sql_idx].label;
                     let run = crate::stages::minhash_dedup::plan(
                         engine,
@@ -380,16 +381,6 @@ async fn run_segments(
                 }
                 register_dir(engine, "__os_sql_result", &result_dir).await?;
                 let out = engine.ctx.table("__os_sql_result").await?;
-                let name = format!("part-{j}-00000");
-                let new_part = PartNames::new(
-                    &row_stages,
-                    &data_dir,
-                    out_dir,
-                    &name,
-                    format,
-                    keep_text,
-                    !final_seg,
-                )?;
                 let mut sql_rejects = Vec::new();
                 // Rows of `input` that the query did not return are its rejects.
                 let kept = out.clone().select(vec![col("id").alias("__os_kept_id")])?;

@@ -10,7 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use openseek::context::Engine;
 use openseek::pipeline::{RunOptions, run_pipeline};
 use openseek_udfs::minhash::{
-    MinHasher, MinhashConfig, ShingleUnit, candidate_probability, signature_similarity,
+    MinHasher, MinhashConfig, ShingleUnit, candidate_probability, shingle_jaccard,
+    signature_similarity,
 };
 
 use crate::common::*;
@@ -148,19 +149,6 @@ fn variant(text: &str, donor: &str, cjk: bool, edit: Edit, target: f64, rng: &mu
     }
 }
 
-fn set(v: Vec<u64>) -> Vec<u64> {
-    let mut v = v;
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-fn jaccard(a: &[u64], b: &[u64]) -> f64 {
-    let (sa, sb): (HashSet<_>, HashSet<_>) = (a.iter().collect(), b.iter().collect());
-    let both = sa.intersection(&sb).count();
-    both as f64 / (sa.len() + sb.len() - both) as f64
-}
-
 /// One original, one variant, their true Jaccard similarity and whether LSH makes them a candidate.
 struct Pair {
     original: usize,
@@ -239,7 +227,7 @@ fn sample(docs: &[(String, String)], cjk: bool, n: usize, per_doc: usize, seed: 
             let kb = hasher.band_keys(&hasher.signature(&vt).unwrap());
             pairs.push(Pair {
                 original: i,
-                jaccard: jaccard(&set(a.clone()), &set(b)),
+                jaccard: shingle_jaccard(&a, &b),
                 candidate: ka.iter().zip(&kb).any(|(x, y)| x == y),
                 text: vt,
                 edit,
@@ -361,10 +349,13 @@ fn write_docs(path: &Path, docs: &[(String, String)]) {
         ],
     )
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
+    write_batch(path, &batch);
+}
+
+fn write_batch(path: &Path, batch: &RecordBatch) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
     w.close().unwrap();
 }
 
@@ -654,14 +645,7 @@ async fn keep_chooses_the_longest_or_the_best_scored_copy() {
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(dir.path().join("in/docs.parquet")).unwrap(),
-        schema,
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_batch(&dir.path().join("in/docs.parquet"), &batch);
     for (keep, survivor) in [("longest", "#long"), ("\"max:score\"", ""), ("first", "")] {
         let yaml = format!(
             "name: keep\ninput: {{path: {}, id: id}}\nstages:\n  - minhash_dedup: {{keep: {keep}, memory_mb: 64}}\n",

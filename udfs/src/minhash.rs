@@ -242,16 +242,18 @@ pub fn signature_similarity(a: &[u64], b: &[u64]) -> Option<f64> {
 
 /// The exact Jaccard similarity of two shingle lists (as sets).
 pub fn shingle_jaccard(a: &[u64], b: &[u64]) -> f64 {
-    let set = |v: &[u64]| {
-        let mut v = v.to_vec();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    let (a, b) = (set(a), set(b));
-    if a.is_empty() && b.is_empty() {
-        return 1.0;
-    }
+    sorted_set_jaccard(&shingle_set(a.to_vec()), &shingle_set(b.to_vec()))
+}
+
+/// Shingles as a set: sorted, without repeats.
+pub fn shingle_set(mut shingles: Vec<u64>) -> Vec<u64> {
+    shingles.sort_unstable();
+    shingles.dedup();
+    shingles
+}
+
+/// The Jaccard similarity of two sorted sets without repeats (1 for two empty sets), by one merge.
+pub fn sorted_set_jaccard(a: &[u64], b: &[u64]) -> f64 {
     let (mut i, mut j, mut both) = (0, 0, 0usize);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {
@@ -264,7 +266,12 @@ pub fn shingle_jaccard(a: &[u64], b: &[u64]) -> f64 {
             }
         }
     }
-    both as f64 / (a.len() + b.len() - both) as f64
+    let union = a.len() + b.len() - both;
+    if union == 0 {
+        1.0
+    } else {
+        both as f64 / union as f64
+    }
 }
 
 /// The probability that LSH with `bands × rows` makes a pair of Jaccard similarity `j` a candidate:
@@ -358,6 +365,13 @@ mod tests {
         assert_eq!(h.unit_for("Hello world, 你好"), ShingleUnit::Word);
         // Eleven characters give seven character 5-grams.
         assert_eq!(h.shingles("床前明月光疑是地上霜啊").len(), 7);
+    }
+
+    #[test]
+    fn jaccard_of_sorted_sets() {
+        assert_eq!(sorted_set_jaccard(&[1, 2, 3], &[2, 3, 4]), 0.5);
+        assert_eq!(sorted_set_jaccard(&[], &[]), 1.0);
+        assert_eq!(sorted_set_jaccard(&[1], &[2]), 0.0);
     }
 
     #[test]

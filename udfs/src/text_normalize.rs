@@ -368,6 +368,23 @@ mod tests {
         assert_eq!(n.apply(" \n "), "");
     }
 
+    /// `count` texts of up to `max_pieces - 1` pieces each, from a seeded LCG.
+    fn random_texts(pieces: &[&str], seed: u64, max_pieces: u64, count: usize) -> Vec<String> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                let mut text = String::new();
+                for _ in 0..(state % max_pieces) {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+                }
+                text
+            })
+            .collect()
+    }
+
     #[test]
     fn one_pass_over_ascii_equals_the_steps() {
         // Pseudo-random ASCII built from the pieces that matter: digits, separators, punctuation,
@@ -376,7 +393,6 @@ mod tests {
             "3", "14", ".", ",", "2.5", "1,000", "a", "B", "word", " ", "  ", "\t", "\n", "\r",
             "\x0b", "\x0c", "\x01", "\x7f", "!", "'", "-", "(x)", "A.", "9.", ".9", "e.g.", "",
         ];
-        let mut state = 1u64;
         let specs = [
             "default",
             "none",
@@ -386,14 +402,7 @@ mod tests {
             "whitespace",
             "digits,punctuation",
         ];
-        for _ in 0..20_000 {
-            let mut text = String::new();
-            for _ in 0..(state % 13) {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
-            }
+        for text in random_texts(&pieces, 1, 13, 20_000) {
             for spec in specs {
                 let n = Normalization::parse(spec).unwrap();
                 assert_eq!(
@@ -460,7 +469,6 @@ mod tests {
             "Y",
             "",
         ];
-        let mut state = 7u64;
         let specs = [
             "default",
             "none",
@@ -470,14 +478,7 @@ mod tests {
             "whitespace",
             "accents",
         ];
-        for _ in 0..20_000 {
-            let mut text = String::new();
-            for _ in 0..(state % 11) {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
-            }
+        for text in random_texts(&pieces, 7, 11, 20_000) {
             if text.is_ascii() {
                 continue;
             }

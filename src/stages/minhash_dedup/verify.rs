@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use anyhow::Result;
-use openseek_udfs::minhash::MinHasher;
+use openseek_udfs::minhash::{MinHasher, sorted_set_jaccard};
 use openseek_udfs::string_iter;
 
 use super::signatures::DocFacts;
@@ -20,31 +20,7 @@ pub const ALL_PAIRS_UP_TO: usize = 16;
 
 /// The sorted, deduplicated shingle hashes of a text.
 fn shingle_set(hasher: &MinHasher, text: &str) -> Vec<u64> {
-    let mut s = hasher.shingles(text);
-    s.sort_unstable();
-    s.dedup();
-    s
-}
-
-fn jaccard_sorted(a: &[u64], b: &[u64]) -> f64 {
-    let (mut i, mut j, mut both) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                both += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    let union = a.len() + b.len() - both;
-    if union == 0 {
-        1.0
-    } else {
-        both as f64 / union as f64
-    }
+    openseek_udfs::minhash::shingle_set(hasher.shingles(text))
 }
 
 /// Keeps the pairs whose true Jaccard similarity is at least `threshold`. `pairs` are (representative,
@@ -115,7 +91,7 @@ pub fn verify_pairs(
                     if let Some(reps) = by_member.get(&doc) {
                         let set = shingle_set(hasher, text.unwrap_or(""));
                         for &r in reps {
-                            if jaccard_sorted(&sets[&r], &set) >= threshold {
+                            if sorted_set_jaccard(&sets[&r], &set) >= threshold {
                                 out.push((r, doc));
                             }
                         }
@@ -130,16 +106,4 @@ pub fn verify_pairs(
     }
     verified.sort_unstable();
     Ok(verified)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jaccard_of_sorted_sets() {
-        assert_eq!(jaccard_sorted(&[1, 2, 3], &[2, 3, 4]), 0.5);
-        assert_eq!(jaccard_sorted(&[], &[]), 1.0);
-        assert_eq!(jaccard_sorted(&[1], &[2]), 0.0);
-    }
 }
