@@ -216,6 +216,7 @@ pub async fn plan(
     report.rows_in = n;
     report.bytes_in = facts.bytes.iter().map(|&b| u64::from(b)).sum();
     let mut largest = 0u32;
+    let mut removed_bytes = 0u64;
     for d in 0..clusters.len() as u32 {
         let i = d as usize;
         if facts.too_short[i] {
@@ -229,23 +230,18 @@ pub async fn plan(
                 summary.clusters += 1;
             }
         }
-        if index_matches.contains_key(&clusters.root[i]) {
-            report.reject(REASON_INDEX, 1);
+        let reason = if index_matches.contains_key(&clusters.root[i]) {
             summary.removed_by_index += 1;
+            REASON_INDEX
         } else if !opts.annotate && !clusters.is_kept(d) {
-            report.reject(REASON, 1);
-        }
+            REASON
+        } else {
+            continue;
+        };
+        report.reject(reason, 1);
+        removed_bytes += u64::from(facts.bytes[i]);
     }
     report.rows_out = n - report.rows_rejected;
-    let removed_bytes: u64 = (0..clusters.len() as u32)
-        .filter(|&d| {
-            let i = d as usize;
-            !facts.too_short[i]
-                && (index_matches.contains_key(&clusters.root[i])
-                    || (!opts.annotate && !clusters.is_kept(d)))
-        })
-        .map(|d| u64::from(facts.bytes[d as usize]))
-        .sum();
     report.bytes_out = report.bytes_in - removed_bytes;
     summary.largest_cluster = u64::from(largest);
     summary.cluster_sizes = size_histogram(&clusters);
