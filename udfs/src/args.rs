@@ -123,14 +123,6 @@ pub(crate) fn literal_i64(fname: &str, what: &str, arg: &ColumnarValue) -> Resul
     }
 }
 
-/// True for Han ideographs (all CJK Unified blocks and compatibility ideographs) and Hiragana: scripts
-/// written without spaces, where each character counts as one word.
-pub fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3040..=0x309F | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF
-        | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF | 0x2F800..=0x2FA1F | 0x30000..=0x323AF)
-}
-
 #[cfg(test)]
 pub(crate) mod test_util {
     use super::*;

@@ -10,7 +10,8 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::args::{DOC_SECTION, coerce_text_args, is_cjk, map_to_f64};
+use crate::args::{DOC_SECTION, coerce_text_args, map_to_f64};
+use crate::words::is_cjk;
 
 /// Lower-cased abbreviations after which a period never ends the sentence: titles and references that
 /// a name or a number follows ("Dr. Watson", "Fig. 3", "e.g. this").
@@ -353,7 +354,7 @@ mod tests {
     /// but plain, kept as the reference for the byte-skipping one.
     mod reference {
         use super::super::{ABBREVIATIONS, TITLES, is_closer, is_hard_terminator};
-        use crate::args::is_cjk;
+        use crate::words::is_cjk;
 
         /// Byte ranges of the sentences of `text`, trimmed of surrounding whitespace; a sentence holds at least
         /// one alphanumeric character. A blank line (paragraph break) also ends a sentence, so headings and list

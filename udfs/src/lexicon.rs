@@ -18,8 +18,8 @@ use datafusion::logical_expr::{
 };
 use fst::raw::Fst;
 
-use crate::args::{coerce_text_args, is_cjk, literal_str, map_to_f64, map_to_string};
-use crate::word_count::words;
+use crate::args::{coerce_text_args, literal_str, map_to_f64, map_to_string};
+use crate::words::{is_cjk, words};
 
 pub struct Lexicon {
     words: fst::Set<Vec<u8>>,

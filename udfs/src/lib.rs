@@ -20,13 +20,15 @@ pub mod stopwords;
 pub mod text_length;
 pub mod text_normalize;
 pub mod word_count;
+pub mod words;
 
 use std::sync::Arc;
 
 use datafusion::logical_expr::ScalarUDF;
 
-pub use args::{is_cjk, string_iter};
+pub use args::string_iter;
 pub use lexicon::{Lexicon, LexiconRegistry};
+pub use words::is_cjk;
 
 /// The lexicon registries the lexicon functions look names up in; the engine keeps them to add files.
 #[derive(Clone)]
