@@ -4,7 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result};
@@ -20,9 +21,37 @@ use super::{Format, SourceSpec, jsonl, parquet_source};
 
 pub struct CorpusTable {
     spec: Arc<SourceSpec>,
+    /// The documents' columns, as the readers make them.
+    read_schema: SchemaRef,
+    /// `read_schema`, with [`POS_COL`] last when positions are on.
     schema: SchemaRef,
+    positions: Option<Positions>,
     sink: Arc<dyn RejectSink>,
     stats: Arc<ReadStats>,
+}
+
+/// The column that gives each row of a pipeline's input its place in it (see [`Positions`]).
+pub const POS_COL: &str = "__os_pos";
+
+/// Where a table's files are in a pipeline's input, so that each row gets its place in the input as
+/// `source << 56 | file << 32 | row`: the order of `keep: first` in corpus stages, which otherwise
+/// would see rows in the order that parallel readers happened to write them.
+#[derive(Clone, Copy, Debug)]
+pub struct Positions {
+    /// The source's index in the pipeline's input (at most 255).
+    pub source: u64,
+    /// The index of the table's first file among its source's files.
+    pub first_file: u64,
+}
+
+impl Positions {
+    const MAX_FILES: u64 = 1 << 24;
+
+    /// A row's position; a file's rows past 2^32 share the last one (their order among themselves is
+    /// then the read order, which is the file's).
+    fn of(&self, file: u64, row: u64) -> u64 {
+        self.source << 56 | (self.first_file + file) << 32 | row.min(u64::from(u32::MAX))
+    }
 }
 
 impl fmt::Debug for CorpusTable {
@@ -47,7 +76,9 @@ impl CorpusTable {
         };
         Ok(Self {
             spec: Arc::new(spec),
+            read_schema: Arc::clone(&schema),
             schema,
+            positions: None,
             sink,
             stats,
         })
@@ -63,12 +94,30 @@ impl CorpusTable {
     ) -> Self {
         Self {
             spec: Arc::new(spec),
+            read_schema: Arc::clone(&schema),
             schema,
+            positions: None,
             sink,
             stats,
         }
     }
 
+    /// Adds [`POS_COL`] to every row: the table's files start at `positions` in the input.
+    pub fn with_positions(mut self, positions: Positions) -> anyhow::Result<Self> {
+        let files = positions.first_file + self.spec.files.len() as u64;
+        if positions.source > 255 || files > Positions::MAX_FILES {
+            anyhow::bail!(
+                "a pipeline's input numbers at most 256 sources of 2^24 files each \
+                 (source {} has {files} files)",
+                positions.source
+            );
+        }
+        let mut fields = self.read_schema.fields().to_vec();
+        fields.push(Arc::new(Field::new(POS_COL, DataType::UInt64, false)));
+        self.schema = Arc::new(Schema::new(fields));
+        self.positions = Some(positions);
+        Ok(self)
+    }
     pub fn spec(&self) -> &SourceSpec {
         &self.spec
     }
@@ -77,26 +126,34 @@ impl CorpusTable {
         &self.stats
     }
 
-    /// Splits the files into `n` groups of similar total size (largest first onto the lightest group).
-    fn groups(&self, n: usize) -> Vec<Vec<std::path::PathBuf>> {
-        let mut files: Vec<(u64, std::path::PathBuf)> = self
+    /// Splits the files into `n` groups of similar total size (largest first onto the lightest group),
+    /// each file with its index in the table's list.
+    fn groups(&self, n: usize) -> Vec<Vec<(u64, std::path::PathBuf)>> {
+        let mut files: Vec<(u64, u64, std::path::PathBuf)> = self
             .spec
             .files
             .iter()
-            .map(|f| (f.metadata().map(|m| m.len()).unwrap_or(0), f.clone()))
+            .enumerate()
+            .map(|(i, f)| {
+                (
+                    f.metadata().map(|m| m.len()).unwrap_or(0),
+                    i as u64,
+                    f.clone(),
+                )
+            })
             .collect();
-        files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
         let n = n.clamp(1, files.len().max(1));
-        let mut groups: Vec<(u64, Vec<std::path::PathBuf>)> = vec![(0, Vec::new()); n];
-        for (size, f) in files {
+        let mut groups: Vec<(u64, Vec<(u64, std::path::PathBuf)>)> = vec![(0, Vec::new()); n];
+        for (size, i, f) in files {
             let g = groups.iter_mut().min_by_key(|g| g.0).expect("n >= 1");
             g.0 += size;
-            g.1.push(f);
+            g.1.push((i, f));
         }
         groups
             .into_iter()
             .map(|mut g| {
-                g.1.sort();
+                g.1.sort_by(|a, b| a.1.cmp(&b.1));
                 g.1
             })
             .collect()
@@ -127,7 +184,9 @@ impl TableProvider for CorpusTable {
                 Arc::new(FilesPartition {
                     files,
                     spec: Arc::clone(&self.spec),
+                    read_schema: Arc::clone(&self.read_schema),
                     schema: Arc::clone(&self.schema),
+                    positions: self.positions,
                     sink: Arc::clone(&self.sink),
                     stats: Arc::clone(&self.stats),
                 }) as Arc<dyn PartitionStream>
@@ -146,9 +205,11 @@ impl TableProvider for CorpusTable {
 
 /// One partition: a group of files read in order on a blocking thread.
 struct FilesPartition {
-    files: Vec<std::path::PathBuf>,
+    files: Vec<(u64, std::path::PathBuf)>,
     spec: Arc<SourceSpec>,
+    read_schema: SchemaRef,
     schema: SchemaRef,
+    positions: Option<Positions>,
     sink: Arc<dyn RejectSink>,
     stats: Arc<ReadStats>,
 }
@@ -170,20 +231,39 @@ impl PartitionStream for FilesPartition {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         let files = self.files.clone();
-        let (spec, schema, sink, stats) = (
+        let (spec, read_schema, schema, positions, sink, stats) = (
             Arc::clone(&self.spec),
+            Arc::clone(&self.read_schema),
             Arc::clone(&self.schema),
+            self.positions,
             Arc::clone(&self.sink),
             Arc::clone(&self.stats),
         );
         builder.spawn_blocking(move || {
-            let mut emit = |b| {
-                let t = std::time::Instant::now();
-                let sent = tx.blocking_send(Ok(b)).is_ok();
-                stats.add(&stats.wait_nanos, t.elapsed().as_nanos() as u64);
-                sent
-            };
-            for file in &files {
+            for (file_index, file) in &files {
+                let mut row = 0u64;
+                let mut emit = |b: RecordBatch| {
+                    let b = match positions {
+                        Some(p) => {
+                            let pos: UInt64Array = (row..row + b.num_rows() as u64)
+                                .map(|r| p.of(*file_index, r))
+                                .collect();
+                            row += b.num_rows() as u64;
+                            let mut columns = b.columns().to_vec();
+                            columns.push(Arc::new(pos));
+                            match RecordBatch::try_new(Arc::clone(&schema), columns) {
+                                Ok(b) => b,
+                                Err(e) => return tx.blocking_send(Err(e.into())).is_ok(),
+                            }
+                        }
+                        None => b,
+                    };
+                    let t = std::time::Instant::now();
+                    let sent = tx.blocking_send(Ok(b)).is_ok();
+                    stats.add(&stats.wait_nanos, t.elapsed().as_nanos() as u64);
+                    sent
+                };
+                let schema = &read_schema;
                 let read = match spec.format {
                     Format::Jsonl => {
                         jsonl::read_file(file, &spec, &schema, sink.as_ref(), &stats, &mut emit)

@@ -28,6 +28,7 @@ use crate::catalog::Catalog;
 use crate::context::Engine;
 use crate::io::files::{expand, infer_format};
 use crate::io::malformed::RejectBuffer;
+use crate::io::table::Positions;
 use crate::io::writer::OutFormat;
 use crate::io::{CorpusTable, Format, ReadStats, SourceSpec};
 use crate::progress::Progress;
@@ -224,12 +225,20 @@ async fn run_segments(
         let row_stages: Vec<(usize, &Stage)> = seg.rows.iter().map(|&i| (i, &stages[i])).collect();
         match seg.corpus {
             None => {
-                let all_tasks = sources.iter().flat_map(|s| {
+                let all_tasks = sources.iter().enumerate().flat_map(|(si, s)| {
+                    let mut first_file = 0;
                     tasks(&s.files, opts.task_bytes, opts.task_files)
                         .into_iter()
-                        .map(move |f| (s, f))
+                        .map(move |f| {
+                            let positions = Positions {
+                                source: si as u64,
+                                first_file,
+                            };
+                            first_file += f.len() as u64;
+                            (s, positions, f)
+                        })
                 });
-                for (t, (source, files)) in all_tasks.enumerate() {
+                for (t, (source, positions, files)) in all_tasks.enumerate() {
                     let marker_path = out_dir.join("_tasks").join(format!("{j}-{t:05}.json"));
                     if let Some(m) = read_marker(&marker_path)? {
                         markers.push((final_seg, m));
@@ -252,7 +261,8 @@ async fn run_segments(
                         Arc::clone(&schema),
                         buffer.clone(),
                         Arc::clone(&stats),
-                    );
+                    )
+                    .with_positions(positions)?;
                     progress.track(&stats);
                     let df = engine.ctx.read_table(Arc::new(table))?;
                     let name = format!("part-{j}-{t:05}");

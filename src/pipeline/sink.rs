@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef}
 
 use super::plan::{REASON_COL, STAGE_COL, VALUE_COL, bytes_col, is_internal};
 use crate::io::MalformedRow;
+use crate::io::table::POS_COL;
 use crate::io::writer::{OutFormat, PartWriter};
 use crate::report::{PartInfo, StageReport};
 
@@ -225,7 +226,7 @@ impl SegmentSink {
         let data = filter_record_batch(batch, &alive)?;
         if data.num_rows() > 0 {
             self.rows_out += data.num_rows() as u64;
-            let data = strip_internal(&data)?;
+            let data = strip_internal(&data, self.always_write)?;
             if self.data.is_none() {
                 self.data = Some(self.data_writer(&data.schema())?);
             }
@@ -321,7 +322,7 @@ impl SegmentSink {
         let fields: Vec<_> = schema
             .fields()
             .iter()
-            .filter(|f| !is_internal(f.name()))
+            .filter(|f| is_written(f.name(), self.always_write))
             .cloned()
             .collect();
         self.out_schema = Some(Arc::new(Schema::new(fields)));
@@ -349,14 +350,20 @@ impl SegmentSink {
     }
 }
 
-/// The user's columns: everything but the bookkeeping.
-fn strip_internal(batch: &RecordBatch) -> Result<RecordBatch> {
+/// Whether a column is written: the user's columns, and in checkpoints also the rows' input positions,
+/// which the corpus stages of later segments order by.
+fn is_written(name: &str, checkpoint: bool) -> bool {
+    !is_internal(name) || (checkpoint && name == POS_COL)
+}
+
+/// The columns written: everything but the bookkeeping.
+fn strip_internal(batch: &RecordBatch, checkpoint: bool) -> Result<RecordBatch> {
     let keep: Vec<usize> = batch
         .schema()
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| !is_internal(f.name()))
+        .filter(|(_, f)| is_written(f.name(), checkpoint))
         .map(|(i, _)| i)
         .collect();
     Ok(batch.project(&keep)?)

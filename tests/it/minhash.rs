@@ -670,6 +670,102 @@ async fn keep_chooses_the_longest_or_the_best_scored_copy() {
     }
 }
 
+/// `keep: first` keeps the copy that comes first in the input (file name, then row), although the two
+/// readers interleave the files and a row stage's checkpoint lies between the input and the stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_first_follows_the_input_order() {
+    let Some(corpus) = corpus("keep_first_follows_the_input_order") else {
+        return;
+    };
+    let en = corpus_en(&corpus);
+    let mut rng = Rng(11);
+    let originals = sample(&en, false, 40, 0, 6).originals;
+    let fillers = sample(&en, false, 400, 0, 7).originals;
+    // Four files, the first with the fewest rows, so that the readers (largest file first) do not
+    // read them in name order. Each original is copied into two or three random slots; a file's other
+    // rows are distinct documents.
+    let sizes = [30usize, 60, 90, 120];
+    let mut slots: Vec<Vec<Option<(String, String)>>> =
+        sizes.iter().map(|&n| vec![None; n]).collect();
+    let mut expected_kept: HashMap<String, String> = HashMap::new();
+    for (id, text) in &originals {
+        let copies = 2 + rng.below(2);
+        let mut placed: Vec<(usize, usize)> = Vec::new();
+        while placed.len() < copies {
+            let f = rng.below(sizes.len());
+            let r = rng.below(sizes[f]);
+            if slots[f][r].is_none() {
+                slots[f][r] = Some((format!("{id}@{f}-{r}"), text.clone()));
+                placed.push((f, r));
+            }
+        }
+        let first = placed.iter().min().unwrap();
+        expected_kept.insert(id.clone(), format!("{id}@{}-{}", first.0, first.1));
+    }
+    let mut fill = fillers
+        .iter()
+        .filter(|(id, _)| !originals.iter().any(|o| &o.0 == id));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for (f, rows) in slots.into_iter().enumerate() {
+        let docs: Vec<(String, String)> = rows
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| fill.next().expect("enough fillers").clone()))
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("text", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    docs.iter().map(|d| d.0.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    docs.iter().map(|d| d.1.as_str()),
+                )),
+            ],
+        )
+        .unwrap();
+        write_batch(
+            &dir.path()
+                .join(format!("in/{}.parquet", ["a", "b", "c", "d"][f])),
+            &batch,
+        );
+    }
+    let yaml = format!(
+        "name: first\ninput: {{path: {}, id: id}}\nstages:\n  - text_length: {{min_chars: 1}}\n  - minhash_dedup: {{keep: first}}\n",
+        dir.path().join("in").display()
+    );
+    run(dir.path(), &yaml).await.check().unwrap();
+    let rej = rejects(dir.path());
+    let out = read_parquet_dir(&dir.path().join("out/data"));
+    assert!(
+        out.iter().all(|b| b
+            .schema()
+            .fields()
+            .iter()
+            .all(|f| !f.name().starts_with("__os_"))),
+        "bookkeeping columns stay out of the output"
+    );
+    let kept: HashSet<String> = strings(&out, "id").into_iter().flatten().collect();
+    for (id, first) in &expected_kept {
+        assert!(
+            kept.contains(first),
+            "{first} is the first copy of {id} and must stay"
+        );
+        for (removed, (reason, detail)) in
+            rej.iter().filter(|(r, _)| r.starts_with(&format!("{id}@")))
+        {
+            assert_eq!(
+                (reason.as_str(), detail),
+                ("near_duplicate", first),
+                "{removed}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_built_on_one_corpus_removes_its_duplicates_from_another() {
     let Some(corpus) = corpus("an_index_built_on_one_corpus_removes_its_duplicates_from_another")

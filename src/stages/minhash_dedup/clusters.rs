@@ -86,20 +86,22 @@ pub struct Clusters {
 
 impl Clusters {
     /// Resolves the union-find and picks the kept document of each cluster: the highest priority, ties
-    /// (and `keep: first`) to the lowest number.
+    /// (and `keep: first`) to the first in the input.
     pub fn decide(uf: UnionFind, facts: &DocFacts, keep: &Keep) -> Self {
         let (root, size) = uf.into_roots();
         let mut kept = vec![u32::MAX; root.len()];
-        // Documents are visited in order, so a later one replaces the kept one only when strictly better.
         for (d, &r) in root.iter().enumerate() {
-            let best = kept[r as usize];
+            let (d, best) = (d as u32, kept[r as usize]);
             let better = best == u32::MAX
                 || match keep {
-                    Keep::First => false,
-                    _ => facts.priority[d] > facts.priority[best as usize],
+                    Keep::First => facts.before(d, best),
+                    _ => {
+                        let (p, q) = (facts.priority[d as usize], facts.priority[best as usize]);
+                        p > q || (p == q && facts.before(d, best))
+                    }
                 };
             if better {
-                kept[r as usize] = d as u32;
+                kept[r as usize] = d;
             }
         }
         Self { root, size, kept }

@@ -8,7 +8,8 @@
 //!    the id of the document kept in their place.
 //!
 //! Memory: union-find, cluster sizes and kept documents take 12 bytes per document, the document facts
-//! 5 more (13 with `keep: longest|max:`), and the ids of the kept documents of non-singleton clusters;
+//! 13 more (input position, text bytes, too short; 21 with `keep: longest|max:`), and the ids of the
+//! kept documents of non-singleton clusters;
 //! everything else is on disk or in DataFusion's memory pool (`memory_mb`).
 
 pub mod clusters;
@@ -32,6 +33,7 @@ use openseek_udfs::minhash::MinHasher;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::context::Engine;
+use crate::io::table::POS_COL;
 use crate::report::{DedupSummary, PartInfo, StageReport};
 use crate::stages::union_find::UnionFind;
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
@@ -98,7 +100,15 @@ pub async fn plan(
     tracing::info!("{label}: signatures of {n} documents on {threads} threads");
     let bands_dir = work_dir.join("bands");
     let (facts, band_files) = tokio::task::block_in_place(|| {
-        signatures::write_band_keys(&units, &hasher, &keep, "text", &bands_dir, threads)
+        signatures::write_band_keys(
+            &units,
+            &hasher,
+            &keep,
+            "text",
+            input_schema.index_of(POS_COL).is_ok(),
+            &bands_dir,
+            threads,
+        )
     })?;
     let seconds_signatures = t.elapsed().as_secs_f64();
 

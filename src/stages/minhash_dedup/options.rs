@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 /// Which document of a cluster stays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Keep {
-    /// The first in the order the stage reads its input: the previous stage's parts in name order.
-    /// That is the source's order when the previous stage ran on one thread; on several, their parts
-    /// interleave, so use `max:<column>` to choose by a column of the source.
+    /// The first in the pipeline's input (sources, files by name, rows), by the position every row
+    /// carries from its reader; the stage's read order when a `sql` stage dropped it.
     First,
     /// The one with the most text bytes; ties go to the first.
     Longest,

@@ -1,5 +1,6 @@
 //! Pass 1: every document's signature, as band keys written to Parquet (`band`, `key`, `doc`), and the
-//! few facts per document that deciding needs later (text bytes, the `keep` priority, too short).
+//! few facts per document that deciding needs later (text bytes, the `keep` priority, the input
+//! position, too short).
 //! Signatures are never kept: a document costs `bands` rows of 14 bytes on disk and 12 bytes in memory.
 
 use std::path::{Path, PathBuf};
@@ -7,12 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, AsArray, RecordBatch, UInt16Builder, UInt32Builder, UInt64Builder};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use openseek_udfs::minhash::MinHasher;
 use openseek_udfs::string_iter;
 
 use super::options::Keep;
 use super::units::{Unit, doc_count, for_each_unit, read_unit};
+use crate::io::table::POS_COL;
 use crate::io::writer::PartWriter;
 
 /// The schema of band-key files, which are also what `index: {build}` writes.
@@ -33,21 +35,37 @@ pub struct DocFacts {
     pub priority: Vec<f64>,
     /// Documents shorter than one shingle: never in a cluster.
     pub too_short: Vec<bool>,
+    /// Each document's place in the pipeline's input (`__os_pos`), which decides `keep: first` and
+    /// the ties of the other rules; empty when the input does not carry it (a `sql` stage may drop
+    /// it), and then the document number decides.
+    pub order: Vec<u64>,
+}
+
+impl DocFacts {
+    /// True when document `a` comes before `b` in the input.
+    pub fn before(&self, a: u32, b: u32) -> bool {
+        match self.order.is_empty() {
+            true => a < b,
+            false => (self.order[a as usize], a) < (self.order[b as usize], b),
+        }
+    }
 }
 
 struct UnitFacts {
     bytes: Vec<u32>,
     priority: Vec<f64>,
     too_short: Vec<bool>,
+    order: Vec<u64>,
 }
 
 /// Computes the band keys of every document of `units` into `dir/bands-T.parquet` (one file per
-/// thread) and returns the documents' facts.
+/// thread) and returns the documents' facts; `with_order` reads their input positions too.
 pub fn write_band_keys(
     units: &[Unit],
     hasher: &MinHasher,
     keep: &Keep,
     text_column: &str,
+    with_order: bool,
     dir: &Path,
     threads: usize,
 ) -> Result<(DocFacts, Vec<PathBuf>)> {
@@ -67,6 +85,10 @@ pub fn write_band_keys(
     if let Keep::Max(c) = keep {
         columns.push(c.as_str());
     }
+    let order_column = with_order.then(|| {
+        columns.push(POS_COL);
+        columns.len() - 1
+    });
     let schema = bands_schema();
     let rows = hasher.config().rows;
     let per_unit = for_each_unit(units, threads, |t, unit| {
@@ -75,6 +97,7 @@ pub fn write_band_keys(
             bytes: Vec::with_capacity(n),
             priority: Vec::new(),
             too_short: Vec::with_capacity(n),
+            order: Vec::new(),
         };
         let mut doc = unit.first_doc as u32;
         for batch in read_unit(unit, Some(&columns))? {
@@ -127,6 +150,17 @@ pub fn write_band_keys(
                     }));
                 }
             }
+            if let Some(i) = order_column {
+                let order = batch
+                    .column(i)
+                    .as_primitive_opt::<UInt64Type>()
+                    .with_context(|| {
+                        format!("{POS_COL} is not UInt64 in {}", unit.file.display())
+                    })?;
+                facts
+                    .order
+                    .extend(order.iter().map(|p| p.unwrap_or(u64::MAX)));
+            }
             let out = RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![
@@ -163,11 +197,13 @@ pub fn write_band_keys(
         bytes: Vec::with_capacity(n),
         priority: Vec::with_capacity(if matches!(keep, Keep::First) { 0 } else { n }),
         too_short: Vec::with_capacity(n),
+        order: Vec::with_capacity(if with_order { n } else { 0 }),
     };
     for u in per_unit {
         facts.bytes.extend(u.bytes);
         facts.priority.extend(u.priority);
         facts.too_short.extend(u.too_short);
+        facts.order.extend(u.order);
     }
     Ok((facts, written))
 }
