@@ -163,6 +163,11 @@ impl Report {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Dynamic);
+        // A terminal that reports no width (a pty without a size) would squash every column to one
+        // character.
+        if t.width().is_none_or(|w| w < 60) {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
         t.set_header(vec![
             "stage",
             "rows in",

@@ -327,6 +327,7 @@ async fn run_segments(
                         &out_dir
                             .join("rejects")
                             .join(format!("{name}-dedup.parquet")),
+                        progress,
                     )
                     .await
                     .with_context(|| format!("stage {label}"))?;
@@ -341,6 +342,7 @@ async fn run_segments(
                     }
                     let report = run.report.clone();
                     let dedup_rejects = run.finish()?;
+                    progress.end_phase();
                     let marker = finish_task(
                         sinks,
                         timers,

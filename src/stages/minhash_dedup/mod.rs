@@ -22,6 +22,7 @@ pub mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -34,6 +35,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::context::Engine;
 use crate::io::table::POS_COL;
+use crate::progress::Progress;
 use crate::report::{DedupSummary, PartInfo, StageReport};
 use crate::stages::union_find::UnionFind;
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
@@ -70,6 +72,7 @@ pub async fn plan(
     work_dir: &Path,
     keep_text: bool,
     rejects_path: &Path,
+    progress: &Progress,
 ) -> Result<MinhashRun> {
     let threads = engine.ctx.state().config().target_partitions().max(1);
     let keep = opts.keep()?;
@@ -99,6 +102,7 @@ pub async fn plan(
     let t = Instant::now();
     tracing::info!("{label}: signatures of {n} documents on {threads} threads");
     let bands_dir = work_dir.join("bands");
+    let done = progress.phase(format!("{label}: signatures"), Some(n));
     let (facts, band_files) = tokio::task::block_in_place(|| {
         signatures::write_band_keys(
             &units,
@@ -108,6 +112,7 @@ pub async fn plan(
             input_schema.index_of(POS_COL).is_ok(),
             &bands_dir,
             threads,
+            &done,
         )
     })?;
     let seconds_signatures = t.elapsed().as_secs_f64();
@@ -124,7 +129,9 @@ pub async fn plan(
     if !band_files.is_empty() {
         register_bands(&ctx, "bands", &band_files).await?;
         let mut pairs = Vec::new();
+        let groups = progress.phase(format!("{label}: grouping band keys, groups"), None);
         summary.candidate_groups = candidate_groups(&ctx, |rep, members| {
+            groups.fetch_add(1, Ordering::Relaxed);
             if !opts.verify {
                 for &m in members {
                     uf.union(rep, m);
@@ -155,6 +162,7 @@ pub async fn plan(
                     opts.threshold,
                     opts.memory_mb,
                     threads,
+                    (progress, label),
                 )
             })?;
             summary.candidate_pairs = Some(pairs.len() as u64);
@@ -193,12 +201,14 @@ pub async fn plan(
         }
     }
     let kept_ids: HashMap<u32, String> = if any {
+        let done = progress.phase(format!("{label}: ids of kept documents"), Some(n));
         let found = Mutex::new(HashMap::new());
         tokio::task::block_in_place(|| {
             for_each_unit(&units, threads, |_, unit| {
                 let mut d = unit.first_doc as u32;
                 for batch in read_unit(unit, Some(&["id"]))? {
                     let batch = batch?;
+                    done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     let ids =
                         arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
                     let ids = arrow::array::AsArray::as_string::<i32>(&ids);
@@ -297,6 +307,7 @@ pub async fn plan(
         threads,
         rejects_path,
         index_docs_path,
+        progress.phase(format!("{label}: output"), Some(n)),
     ));
     let partitions: Vec<Arc<dyn PartitionStream>> = (0..threads)
         .map(|_| {

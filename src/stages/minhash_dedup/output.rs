@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -58,6 +58,8 @@ pub struct Decided {
     rejects_path: PathBuf,
     index_docs: Mutex<Option<PartWriter>>,
     index_docs_path: Option<PathBuf>,
+    /// Rows streamed so far, for the progress bar.
+    rows_done: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Decided {
@@ -81,6 +83,7 @@ impl Decided {
         partitions: usize,
         rejects_path: &Path,
         index_docs_path: Option<PathBuf>,
+        rows_done: Arc<AtomicU64>,
     ) -> Self {
         let mut fields: Vec<_> = input_schema
             .fields()
@@ -110,6 +113,7 @@ impl Decided {
             rejects_path: rejects_path.to_path_buf(),
             index_docs: Mutex::new(None),
             index_docs_path,
+            rows_done,
         }
     }
 
@@ -147,6 +151,8 @@ impl Decided {
 
     /// One batch of unit rows starting at document `first`: the rows that stay, annotated.
     fn process(&self, batch: &RecordBatch, first: u32) -> Result<RecordBatch> {
+        self.rows_done
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let schema = batch.schema();
         let col = |name: &str| -> Result<ArrayRef> {
             let i = schema.index_of(name)?;

@@ -4,6 +4,7 @@
 //! Signatures are never kept: a document costs `bands` rows of 14 bytes on disk and 12 bytes in memory.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -68,6 +69,7 @@ pub fn write_band_keys(
     with_order: bool,
     dir: &Path,
     threads: usize,
+    done: &AtomicU64,
 ) -> Result<(DocFacts, Vec<PathBuf>)> {
     if doc_count(units) > u64::from(u32::MAX) {
         anyhow::bail!(
@@ -102,6 +104,7 @@ pub fn write_band_keys(
         let mut doc = unit.first_doc as u32;
         for batch in read_unit(unit, Some(&columns))? {
             let batch = batch?;
+            done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             let bands = hasher.config().bands;
             let mut band = UInt16Builder::with_capacity(batch.num_rows() * bands);
             let mut key = UInt64Builder::with_capacity(batch.num_rows() * bands);

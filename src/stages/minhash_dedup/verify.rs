@@ -7,13 +7,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 use openseek_udfs::minhash::{MinHasher, sorted_set_jaccard};
 use openseek_udfs::string_iter;
 
 use super::signatures::DocFacts;
-use super::units::{Unit, for_each_unit, read_unit};
+use super::units::{Unit, doc_count, for_each_unit, read_unit};
+use crate::progress::Progress;
 
 /// Groups up to this size are verified pair by pair (at most 120 pairs).
 pub const ALL_PAIRS_UP_TO: usize = 16;
@@ -35,13 +37,14 @@ pub fn verify_pairs(
     threshold: f64,
     memory_mb: u64,
     threads: usize,
+    progress: (&Progress, &str),
 ) -> Result<Vec<(u32, u32)>> {
     let mut reps: Vec<u32> = pairs.iter().map(|p| p.0).collect();
     reps.dedup(); // pairs are sorted by representative
     // A shingle set takes about 8 bytes per shingle, and a text has at most one shingle per unit: about
     // two set bytes per text byte covers English words and Chinese characters (3 bytes each).
     let budget = (memory_mb as usize) << 20;
-    let mut verified = Vec::new();
+    let mut chunks = Vec::new();
     let mut start = 0;
     while start < reps.len() {
         let mut end = start;
@@ -52,6 +55,20 @@ pub fn verify_pairs(
             bytes += 2 * facts.bytes[reps[end] as usize] as usize;
             end += 1;
         }
+        chunks.push((start, end));
+        start = end;
+    }
+    // Each chunk reads the input twice.
+    let done = progress.0.phase(
+        format!(
+            "{}: verifying {} candidate pairs, documents read",
+            progress.1,
+            pairs.len()
+        ),
+        Some(2 * chunks.len() as u64 * doc_count(units)),
+    );
+    let mut verified = Vec::new();
+    for (start, end) in chunks {
         let chunk: HashSet<u32> = reps[start..end].iter().copied().collect();
         let (lo, hi) = (reps[start], reps[end - 1]);
         let chunk_pairs: Vec<(u32, u32)> = pairs
@@ -66,6 +83,7 @@ pub fn verify_pairs(
             let mut doc = unit.first_doc as u32;
             for batch in read_unit(unit, Some(&columns))? {
                 let batch = batch?;
+                done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 for text in string_iter(batch.column(0))? {
                     if chunk.contains(&doc) {
                         let set = shingle_set(hasher, text.unwrap_or(""));
@@ -87,6 +105,7 @@ pub fn verify_pairs(
             let mut doc = unit.first_doc as u32;
             for batch in read_unit(unit, Some(&columns))? {
                 let batch = batch?;
+                done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 for text in string_iter(batch.column(0))? {
                     if let Some(reps) = by_member.get(&doc) {
                         let set = shingle_set(hasher, text.unwrap_or(""));
@@ -102,7 +121,6 @@ pub fn verify_pairs(
             Ok(out)
         })?;
         verified.extend(found.into_iter().flatten());
-        start = end;
     }
     verified.sort_unstable();
     Ok(verified)
