@@ -117,10 +117,10 @@ fn walk(dir: &Path, format: Option<Format>, out: &mut Vec<PathBuf>) -> Result<()
         }
         if p.is_dir() {
             walk(&p, format, out)?;
-        } else if let Some(f) = Format::from_path(&p) {
-            if format.is_none_or(|want| want == f) {
-                out.push(p);
-            }
+        } else if let Some(f) = Format::from_path(&p)
+            && format.is_none_or(|want| want == f)
+        {
+            out.push(p);
         }
     }
     Ok(())

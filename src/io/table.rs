@@ -266,12 +266,12 @@ impl PartitionStream for FilesPartition {
                 let schema = &read_schema;
                 let read = match spec.format {
                     Format::Jsonl => {
-                        jsonl::read_file(file, &spec, &schema, sink.as_ref(), &stats, &mut emit)
+                        jsonl::read_file(file, &spec, schema, sink.as_ref(), &stats, &mut emit)
                     }
                     Format::Parquet => parquet_source::read_file(
                         file,
                         &spec,
-                        &schema,
+                        schema,
                         sink.as_ref(),
                         &stats,
                         &mut emit,

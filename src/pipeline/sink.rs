@@ -213,10 +213,10 @@ impl SegmentSink {
                     rep.reject(reason, 1);
                     break;
                 }
-                if let Some(Some(col)) = rewrite_cols.get(k) {
-                    if col.is_valid(row) {
-                        bytes = col.value(row) as u64;
-                    }
+                if let Some(Some(col)) = rewrite_cols.get(k)
+                    && col.is_valid(row)
+                {
+                    bytes = col.value(row) as u64;
                 }
                 rep.rows_out += 1;
                 rep.bytes_out += bytes;
@@ -330,10 +330,11 @@ impl SegmentSink {
 
     /// Renames the parts into place; returns what was written.
     pub fn finish(mut self) -> Result<(Vec<StageReport>, Option<PartInfo>, Option<PartInfo>)> {
-        if self.always_write && self.data.is_none() {
-            if let Some(schema) = &self.out_schema {
-                self.data = Some(self.data_writer(schema)?);
-            }
+        if self.always_write
+            && self.data.is_none()
+            && let Some(schema) = &self.out_schema
+        {
+            self.data = Some(self.data_writer(schema)?);
         }
         let part = |w: Option<PartWriter>, path: &Path| -> Result<Option<PartInfo>> {
             Ok(match w {

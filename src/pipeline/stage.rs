@@ -220,10 +220,10 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
         if min.is_none() && max.is_none() && !o.annotate {
             bail!("'{function}' needs a minimum and/or a maximum, or `annotate: true`");
         }
-        if let (Some(a), Some(b)) = (min, max) {
-            if a > b {
-                bail!("'{function}': minimum {a} is above maximum {b}");
-            }
+        if let (Some(a), Some(b)) = (min, max)
+            && a > b
+        {
+            bail!("'{function}': minimum {a} is above maximum {b}");
         }
         Ok(StageKind::Filter(Filter {
             function,

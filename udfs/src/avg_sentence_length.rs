@@ -154,11 +154,11 @@ fn starts_new_sentence(text: &str, k: usize) -> bool {
 /// Whether the period at byte offset `i` ends a sentence: not inside a number or a dotted name, not
 /// after an abbreviation or an initial, and not when the text runs on in lower case.
 fn period_ends_sentence(text: &str, i: usize) -> bool {
-    if let Some(nc) = char_at(text, i + 1) {
-        if !(nc.is_whitespace() || is_closer(nc)) {
-            // "3.14", "example.com", "e.g.": no space after the period.
-            return is_cjk(nc);
-        }
+    if let Some(nc) = char_at(text, i + 1)
+        && !(nc.is_whitespace() || is_closer(nc))
+    {
+        // "3.14", "example.com", "e.g.": no space after the period.
+        return is_cjk(nc);
     }
     // The word before the period.
     let k = text[..i]
@@ -168,10 +168,11 @@ fn period_ends_sentence(text: &str, i: usize) -> bool {
         .map_or(0, |(p, c)| p + c.len_utf8());
     let word = &text[k..i];
     let mut letters = word.chars();
-    if let (Some(first), None) = (letters.next(), letters.next()) {
-        if first.is_alphabetic() && first.is_uppercase() {
-            return false; // an initial, as in "J. Smith"
-        }
+    if let (Some(first), None) = (letters.next(), letters.next())
+        && first.is_alphabetic()
+        && first.is_uppercase()
+    {
+        return false; // an initial, as in "J. Smith"
     }
     let lower = word.to_lowercase();
     if TITLES.contains(&lower.as_str()) {
@@ -449,11 +450,11 @@ mod tests {
         /// abbreviation or an initial, and not when the text runs on in lower case.
         fn period_ends_sentence(text: &str, chars: &[(usize, char)], i: usize) -> bool {
             let next = chars.get(i + 1).map(|x| x.1);
-            if let Some(nc) = next {
-                if !(nc.is_whitespace() || is_closer(nc)) {
-                    // "3.14", "example.com", "e.g.": no space after the period.
-                    return is_cjk(nc);
-                }
+            if let Some(nc) = next
+                && !(nc.is_whitespace() || is_closer(nc))
+            {
+                // "3.14", "example.com", "e.g.": no space after the period.
+                return is_cjk(nc);
             }
             // The word before the period.
             let mut k = i;
@@ -466,10 +467,11 @@ mod tests {
             }
             let word = &text[chars[k].0..chars[i].0];
             let mut letters = word.chars();
-            if let (Some(first), None) = (letters.next(), letters.next()) {
-                if first.is_alphabetic() && first.is_uppercase() {
-                    return false; // an initial, as in "J. Smith"
-                }
+            if let (Some(first), None) = (letters.next(), letters.next())
+                && first.is_alphabetic()
+                && first.is_uppercase()
+            {
+                return false; // an initial, as in "J. Smith"
             }
             let lower = word.to_lowercase();
             if TITLES.contains(&lower.as_str()) {
@@ -554,7 +556,7 @@ mod tests {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
-                if (state >> 20) % 2 == 0 {
+                if (state >> 20).is_multiple_of(2) {
                     text.push(' ');
                 }
             }

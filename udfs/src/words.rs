@@ -237,7 +237,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
-            if (state >> 20) % 3 == 0 {
+            if (state >> 20).is_multiple_of(3) {
                 text.push(' ');
             }
         }

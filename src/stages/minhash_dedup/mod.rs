@@ -64,6 +64,7 @@ impl MinhashRun {
 
 /// Runs passes 1 and 2 over the checkpoint in `input_dir` (using `work_dir` for band keys and spills)
 /// and plans pass 3.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan(
     engine: &Engine,
     opts: &MinhashDedupOptions,

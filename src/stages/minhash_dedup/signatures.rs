@@ -61,6 +61,7 @@ struct UnitFacts {
 
 /// Computes the band keys of every document of `units` into `dir/bands-T.parquet` (one file per
 /// thread) and returns the documents' facts; `with_order` reads their input positions too.
+#[allow(clippy::too_many_arguments)]
 pub fn write_band_keys(
     units: &[Unit],
     hasher: &MinHasher,
