@@ -40,7 +40,7 @@ use crate::report::{DedupSummary, PartInfo, StageReport};
 use crate::stages::union_find::UnionFind;
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
 use options::MinhashDedupOptions;
-use output::{Decided, OutputPartition, REASON, REASON_INDEX};
+use output::{Decided, OutputPartition, REASON_INDEX, removal_reason};
 use units::{doc_count, for_each_unit, plan_units, read_unit};
 
 /// A planned `minhash_dedup`: the decisions are made; `df` streams the rows that stay.
@@ -238,6 +238,7 @@ pub async fn plan(
     report.bytes_in = facts.bytes.iter().map(|&b| u64::from(b)).sum();
     let mut largest = 0u32;
     let mut removed_bytes = 0u64;
+    let mut indexed_docs = 0u64;
     for d in 0..clusters.len() as u32 {
         let i = d as usize;
         if facts.too_short[i] {
@@ -251,14 +252,20 @@ pub async fn plan(
                 summary.clusters += 1;
             }
         }
-        let reason = if index_matches.contains_key(&clusters.root[i]) {
-            summary.removed_by_index += 1;
-            REASON_INDEX
-        } else if !opts.annotate && !clusters.is_kept(d) {
-            REASON
-        } else {
+        let Some(reason) = removal_reason(
+            d,
+            &facts.too_short,
+            &clusters,
+            &index_matches,
+            opts.annotate,
+        ) else {
+            // What `index: {build}` will hold: one document per cluster that stays.
+            indexed_docs += u64::from(clusters.is_kept(d));
             continue;
         };
+        if reason == REASON_INDEX {
+            summary.removed_by_index += 1;
+        }
         report.reject(reason, 1);
         removed_bytes += u64::from(facts.bytes[i]);
     }
@@ -272,14 +279,7 @@ pub async fn plan(
             let dir = PathBuf::from(dir);
             let files =
                 tokio::task::block_in_place(|| index::build_bands(&dir, &band_files, &clusters))?;
-            let docs = (0..clusters.len() as u32)
-                .filter(|&d| {
-                    !facts.too_short[d as usize]
-                        && clusters.is_kept(d)
-                        && !index_matches.contains_key(&clusters.root[d as usize])
-                })
-                .count() as u64;
-            Some((dir, index::IndexManifest::new(opts), files, docs))
+            Some((dir, index::IndexManifest::new(opts), files, indexed_docs))
         }
         None => None,
     };

@@ -37,6 +37,27 @@ pub fn index_docs_schema() -> SchemaRef {
     ]))
 }
 
+/// Why document `d` leaves the output, if it does: the one rule behind both the stage's counts and its
+/// output. Too short: stays. In a cluster that matches the index: removed, whether kept or not.
+/// Otherwise removed unless kept (or `annotate`).
+pub fn removal_reason(
+    d: u32,
+    too_short: &[bool],
+    clusters: &Clusters,
+    index_matches: &HashMap<u32, String>,
+    annotate: bool,
+) -> Option<&'static str> {
+    if too_short[d as usize] {
+        None
+    } else if index_matches.contains_key(&clusters.root[d as usize]) {
+        Some(REASON_INDEX)
+    } else if annotate || clusters.is_kept(d) {
+        None
+    } else {
+        Some(REASON)
+    }
+}
+
 /// Everything the output partitions share.
 pub struct Decided {
     pub units: Vec<Unit>,
@@ -119,21 +140,19 @@ impl Decided {
 
     /// Whether document `d` stays, and if not, the reason and the id it duplicates.
     fn fate(&self, d: u32) -> Option<(&'static str, &str)> {
-        if self.too_short[d as usize] {
-            return None;
-        }
-        let root = self.clusters.root[d as usize];
-        if let Some(id) = self.index_matches.get(&root) {
-            return Some((REASON_INDEX, id.as_str()));
-        }
-        if self.annotate || self.clusters.is_kept(d) {
-            return None;
-        }
-        let kept = self.clusters.kept_of(d);
-        Some((
-            REASON,
-            self.kept_ids.get(&kept).map(String::as_str).unwrap_or(""),
-        ))
+        let reason = removal_reason(
+            d,
+            &self.too_short,
+            &self.clusters,
+            &self.index_matches,
+            self.annotate,
+        )?;
+        let id = if reason == REASON_INDEX {
+            self.index_matches.get(&self.clusters.root[d as usize])
+        } else {
+            self.kept_ids.get(&self.clusters.kept_of(d))
+        };
+        Some((reason, id.map(String::as_str).unwrap_or("")))
     }
 
     /// The cluster id of document `d` whose own id is `own`: the kept document's id.
