@@ -9,6 +9,7 @@ pub mod io;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod shards;
 pub mod sql;
 pub mod stages;
 

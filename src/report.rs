@@ -22,6 +22,9 @@ pub struct StageReport {
     /// What a deduplication stage found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<DedupSummary>,
+    /// What a `tokenize` stage wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenize: Option<crate::stages::tokenize::TokenizeSummary>,
 }
 
 /// Clusters and candidates of a deduplication stage, beside its row counts.
@@ -76,6 +79,9 @@ impl StageReport {
         }
         if self.dedup.is_none() {
             self.dedup = other.dedup.clone();
+        }
+        if self.tokenize.is_none() {
+            self.tokenize = other.tokenize.clone();
         }
     }
 
@@ -223,6 +229,19 @@ impl Report {
                     d.removed_by_index,
                     d.seconds_signatures,
                     d.seconds_clustering,
+                ));
+            }
+            if let Some(t) = &s.tokenize {
+                out.push_str(&format!(
+                    "\n{}: {} tokens of {} documents in {} prefix(es) under {} ({}, {}); {:.0} tokens/s",
+                    s.name,
+                    t.tokens,
+                    t.documents,
+                    t.prefixes.len(),
+                    t.output,
+                    t.tokenizer,
+                    t.dtype,
+                    t.tokens as f64 / t.seconds.max(1e-9),
                 ));
             }
         }

@@ -7,4 +7,4 @@ pub mod spec;
 pub mod stage;
 
 pub use run::{RunOptions, run_pipeline};
-pub use spec::PipelineSpec;
+pub use spec::{PipelineSpec, tokenize_pipeline};

@@ -146,6 +146,7 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
         spec.keep_rejected_text,
         opts,
         &progress,
+        base,
     )
     .await;
     progress.stop();
@@ -209,6 +210,7 @@ async fn run_segments(
     keep_text: bool,
     opts: &RunOptions,
     progress: &Arc<Progress>,
+    base: &Path,
 ) -> Result<Vec<(bool, TaskMarker)>> {
     let mut markers = Vec::new();
     let last = segments.len() - 1;
@@ -351,6 +353,27 @@ async fn run_segments(
                         dedup_rejects.into_iter().collect(),
                         &marker_path,
                     )?;
+                    markers.push((final_seg, marker));
+                    continue;
+                }
+                if let StageKind::Tokenize(options) = &stages[sql_idx].kind {
+                    let label = &stages[sql_idx].label;
+                    let run = crate::stages::tokenize::plan(
+                        engine,
+                        options,
+                        label,
+                        &out_dir.join("_stages").join((j - 1).to_string()),
+                        (base, out_dir),
+                        progress,
+                    )
+                    .with_context(|| format!("stage {label}"))?;
+                    let streamed =
+                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await;
+                    progress.end_phase();
+                    let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
+                    let report = run.finish()?;
+                    let marker =
+                        finish_task(sinks, timers, None, Some(report), vec![], &marker_path)?;
                     markers.push((final_seg, marker));
                     continue;
                 }

@@ -87,3 +87,64 @@ impl PipelineSpec {
         Ok(spec)
     }
 }
+
+/// The pipeline that `openseek tokenize` runs, written as `OUTPUT/tokenize.yaml` (so a run can be
+/// repeated or edited): the input, and one `tokenize` stage. Paths are made absolute, since a
+/// pipeline's relative paths are its directory's.
+#[allow(clippy::too_many_arguments)]
+pub fn tokenize_pipeline(
+    input: Option<&str>,
+    datasets: &[String],
+    tokenizer: &str,
+    template: &str,
+    output: &Path,
+    by: &str,
+    dtype: Option<&str>,
+    max_shard_mb: Option<u64>,
+) -> Result<std::path::PathBuf> {
+    let absolute = |p: &str| -> Result<String> {
+        Ok(std::path::absolute(p)
+            .with_context(|| format!("resolving {p}"))?
+            .to_string_lossy()
+            .into_owned())
+    };
+    let input = match (input, datasets) {
+        (Some(path), []) => {
+            let name = Path::new(path.trim_end_matches('/'))
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "input".into());
+            serde_json::json!({"path": absolute(path)?, "name": name})
+        }
+        (None, [one]) => serde_json::json!({"dataset": one}),
+        (None, many) if !many.is_empty() => serde_json::json!({"datasets": many}),
+        _ => bail!("tokenize: give --input PATH or --dataset NAME (repeatable)"),
+    };
+    let tokenizer = if crate::stages::tokenize::tokenizer::BUNDLED.contains(&tokenizer) {
+        tokenizer.to_string()
+    } else {
+        absolute(tokenizer)?
+    };
+    let mut stage = serde_json::json!({
+        "tokenizer": tokenizer,
+        "template": template,
+        "output": absolute(&output.to_string_lossy())?,
+        "by": by,
+    });
+    if let Some(d) = dtype {
+        stage["dtype"] = d.into();
+    }
+    if let Some(mb) = max_shard_mb {
+        stage["max_shard_mb"] = mb.into();
+    }
+    let spec = serde_json::json!({
+        "name": "tokenize",
+        "input": input,
+        "stages": [{"tokenize": stage}],
+    });
+    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
+    let path = output.join("tokenize.yaml");
+    std::fs::write(&path, serde_norway::to_string(&spec)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -38,12 +38,17 @@ pub enum StageKind {
     Sql(String),
     /// Near-duplicate removal over all of the previous stage's rows.
     MinhashDedup(Box<crate::stages::minhash_dedup::options::MinhashDedupOptions>),
+    /// Token shards of all of the previous stage's rows, in order.
+    Tokenize(Box<crate::stages::tokenize::options::TokenizeOptions>),
 }
 
 impl StageKind {
     /// Corpus stages need all of the previous stage's rows: they start a segment.
     pub fn is_corpus(&self) -> bool {
-        matches!(self, StageKind::Sql(_) | StageKind::MinhashDedup(_))
+        matches!(
+            self,
+            StageKind::Sql(_) | StageKind::MinhashDedup(_) | StageKind::Tokenize(_)
+        )
     }
 }
 
@@ -116,6 +121,18 @@ pub const STAGES: &[(&str, &[&str])] = &[
             "annotate",
         ],
     ),
+    (
+        "tokenize",
+        &[
+            "tokenizer",
+            "template",
+            "output",
+            "by",
+            "dtype",
+            "max_shard_mb",
+            "batch_docs",
+        ],
+    ),
 ];
 
 /// Parses the `stages:` list of a pipeline. `base` is the pipeline's directory, against which lexicon
@@ -174,6 +191,15 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
         return Ok(Stage {
             label,
             kind: StageKind::MinhashDedup(Box::new(options)),
+            where_: None,
+            lexicon_file: None,
+        });
+    }
+    if name == "tokenize" {
+        let options = crate::stages::tokenize::options::TokenizeOptions::parse(opts)?;
+        return Ok(Stage {
+            label,
+            kind: StageKind::Tokenize(Box::new(options)),
             where_: None,
             lexicon_file: None,
         });

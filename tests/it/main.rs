@@ -7,3 +7,4 @@ mod common;
 mod minhash;
 mod opencc_parity;
 mod pipelines;
+mod tokenize;

@@ -41,10 +41,16 @@ fn quickstart_runs_on_the_bundled_sample_and_reruns_as_a_no_op() {
             "flagged_words",
             "flagged_words#2",
             "stopwords",
-            "stopwords#2"
+            "stopwords#2",
+            "tokenize"
         ]
     );
     assert_eq!(r.rows_read, 199 + 550);
+    // The shards of what was kept, one prefix per dataset, inside the run's directory.
+    let shards = r.stages.last().unwrap().tokenize.clone().unwrap();
+    assert_eq!(shards.documents, r.rows_written);
+    let prefixes = openseek_shards::prefixes_in(&out.join("shards")).unwrap();
+    assert_eq!(prefixes.len(), 2);
     assert!(r.rows_written > 300, "{}", r.table());
     // What was kept satisfies every rule; Chinese rows are the t2s conversion of their input.
     let originals: BTreeMap<String, String> = {

@@ -17,7 +17,6 @@ pub mod index;
 pub mod options;
 pub mod output;
 pub mod signatures;
-pub mod units;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -38,10 +37,10 @@ use crate::io::table::POS_COL;
 use crate::progress::Progress;
 use crate::report::{DedupSummary, PartInfo, StageReport};
 use crate::stages::union_find::UnionFind;
+use crate::stages::units::{doc_count, for_each_unit, plan_units, read_unit};
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
 use options::MinhashDedupOptions;
 use output::{Decided, OutputPartition, REASON_INDEX, removal_reason};
-use units::{doc_count, for_each_unit, plan_units, read_unit};
 
 /// A planned `minhash_dedup`: the decisions are made; `df` streams the rows that stay.
 pub struct MinhashRun {

@@ -18,10 +18,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 use super::clusters::Clusters;
-use super::units::{Unit, read_unit};
 use crate::io::writer::PartWriter;
 use crate::pipeline::sink::{RejectRows, rejects_schema};
 use crate::report::PartInfo;
+use crate::stages::units::{Unit, read_unit};
 
 pub const CLUSTER_COL: &str = "minhash_cluster";
 pub const CLUSTER_SIZE_COL: &str = "minhash_cluster_size";

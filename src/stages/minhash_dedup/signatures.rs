@@ -14,9 +14,9 @@ use openseek_udfs::minhash::MinHasher;
 use openseek_udfs::string_iter;
 
 use super::options::Keep;
-use super::units::{Unit, doc_count, for_each_unit, read_unit};
 use crate::io::table::POS_COL;
 use crate::io::writer::PartWriter;
+use crate::stages::units::{Unit, doc_count, for_each_unit, read_unit};
 
 /// The schema of band-key files, which are also what `index: {build}` writes.
 pub fn bands_schema() -> SchemaRef {

@@ -14,8 +14,8 @@ use openseek_udfs::minhash::{MinHasher, sorted_set_jaccard};
 use openseek_udfs::string_iter;
 
 use super::signatures::DocFacts;
-use super::units::{Unit, doc_count, for_each_unit, read_unit};
 use crate::progress::Progress;
+use crate::stages::units::{Unit, doc_count, for_each_unit, read_unit};
 
 /// Groups up to this size are verified pair by pair (at most 120 pairs).
 pub const ALL_PAIRS_UP_TO: usize = 16;

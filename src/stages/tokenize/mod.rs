@@ -1,0 +1,413 @@
+//! `tokenize`: documents into Megatron token shards, one set of prefixes per dataset (or per value of a
+//! `by` column), with the rows passing on to the next stages with a `tokens` column.
+//!
+//! It is a corpus stage: it reads the previous segment's checkpoint in order, so the shards come out
+//! the same on every run. A reader thread decodes the checkpoint while Hugging Face `tokenizers`
+//! encodes batches of `batch_docs` documents on all cores (`encode_batch_fast`: no offsets); each
+//! document is framed by the template and appended to its group's [`ShardSetWriter`], whose prefixes
+//! appear only when complete.
+
+pub mod options;
+pub mod template;
+pub mod tokenizer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::DataFrame;
+use openseek_shards::{DType, Provenance, ShardSetWriter};
+use openseek_udfs::string_iter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::context::Engine;
+use crate::progress::Progress;
+use crate::report::StageReport;
+use crate::stages::units::{Unit, doc_count, plan_units, read_unit};
+use options::TokenizeOptions;
+use template::Template;
+
+/// The column added to every row: its tokens, framing included.
+pub const TOKENS_COL: &str = "tokens";
+
+/// What `tokenize` wrote, in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeSummary {
+    pub tokenizer: String,
+    pub dtype: String,
+    pub output: String,
+    pub documents: u64,
+    pub tokens: u64,
+    pub prefixes: Vec<PrefixSummary>,
+    /// Wall seconds of the stage (reading, encoding, writing).
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrefixSummary {
+    pub prefix: String,
+    pub group: String,
+    pub documents: u64,
+    pub tokens: u64,
+}
+
+/// A planned `tokenize`: `df` streams the rows (with `tokens`) and writes the shards as it goes.
+pub struct TokenizeRun {
+    pub df: DataFrame,
+    shared: Arc<Shared>,
+    label: String,
+}
+
+struct Shared {
+    units: Vec<Unit>,
+    schema: SchemaRef,
+    by: String,
+    template: Template,
+    tokenizer: tokenizer::LoadedTokenizer,
+    template_source: String,
+    dtype: DType,
+    output: PathBuf,
+    max_bytes: Option<u64>,
+    batch_docs: usize,
+    done: Arc<AtomicU64>,
+    /// Set when the stream ends: what was written.
+    result: Mutex<Option<TokenizeSummary>>,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl TokenizeRun {
+    /// The stage's report, once `df` was streamed to the end.
+    pub fn finish(self) -> Result<StageReport> {
+        let summary = self
+            .shared
+            .result
+            .lock()
+            .expect("tokenize lock")
+            .take()
+            .context("the tokenize output was not streamed to its end")?;
+        let mut report = StageReport::new(&self.label);
+        report.rows_in = self.shared.rows.load(Ordering::Relaxed);
+        report.rows_out = report.rows_in;
+        report.bytes_in = self.shared.bytes.load(Ordering::Relaxed);
+        report.bytes_out = report.bytes_in;
+        report.seconds = summary.seconds;
+        report.tokenize = Some(summary);
+        Ok(report)
+    }
+}
+
+/// Prepares the stage over the checkpoint in `input_dir`. `base` (the pipeline's directory) resolves
+/// a tokenizer path, `run_dir` (the run's output directory) a relative `output`.
+pub fn plan(
+    engine: &Engine,
+    opts: &TokenizeOptions,
+    label: &str,
+    input_dir: &Path,
+    (base, run_dir): (&Path, &Path),
+    progress: &Progress,
+) -> Result<TokenizeRun> {
+    let tokenizer = tokenizer::load(&opts.tokenizer, base)?;
+    let template = Template::parse(&opts.template, &tokenizer.tokenizer, &opts.tokenizer)?;
+    let dtype = match opts.dtype()? {
+        Some(d) => d,
+        None => DType::for_vocab(tokenizer.info.vocab_size),
+    };
+    let output = run_dir.join(&opts.output);
+    clear_output(&output)?;
+    let units = plan_units(input_dir)?;
+    let input_schema: SchemaRef = match units.first() {
+        Some(u) => ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&u.file)?)?
+            .schema()
+            .clone(),
+        None => Arc::new(Schema::new(crate::io::jsonl::doc_fields())),
+    };
+    if input_schema.index_of(&opts.by).is_err() {
+        anyhow::bail!("{label}: by: the input has no column `{}`", opts.by);
+    }
+    let mut fields: Vec<_> = input_schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != TOKENS_COL)
+        .cloned()
+        .collect();
+    fields.push(Arc::new(Field::new(TOKENS_COL, DataType::Int64, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let n = doc_count(&units);
+    tracing::info!(
+        "{label}: {n} documents with {} ({} ids, {dtype}) into {}",
+        opts.tokenizer,
+        tokenizer.info.vocab_size,
+        output.display()
+    );
+    let shared = Arc::new(Shared {
+        units,
+        schema: Arc::clone(&schema),
+        by: opts.by.clone(),
+        template,
+        tokenizer,
+        template_source: opts.template.clone(),
+        dtype,
+        output,
+        max_bytes: opts.max_shard_mb.map(|mb| mb << 20),
+        batch_docs: opts.batch_docs,
+        done: progress.phase(format!("{label}: documents"), Some(n)),
+        result: Mutex::new(None),
+        rows: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    let partition: Arc<dyn PartitionStream> = Arc::new(TokenizePartition {
+        shared: Arc::clone(&shared),
+    });
+    let table =
+        StreamingTable::try_new(schema, vec![partition]).context("planning the tokenize output")?;
+    let df = engine.ctx.read_table(Arc::new(table))?;
+    Ok(TokenizeRun {
+        df,
+        shared,
+        label: label.to_string(),
+    })
+}
+
+/// Removes what an earlier attempt left in `dir`: its temporary files and the prefixes this stage
+/// wrote (those with our sidecar), so that a rerun never mixes two attempts' shards.
+fn clear_output(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let path = e?.path();
+        let name = path.to_string_lossy().into_owned();
+        let ours = name.ends_with(".tmp")
+            || name.strip_suffix(".json").is_some_and(|p| {
+                openseek_shards::Sidecar::read(&path).is_ok()
+                    && [
+                        openseek_shards::bin_path(Path::new(p)),
+                        openseek_shards::idx_path(Path::new(p)),
+                    ]
+                    .iter()
+                    .all(|f| std::fs::remove_file(f).is_ok() || !f.exists())
+            });
+        if ours {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing {} of an earlier attempt", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct TokenizePartition {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tokenize over {} units", self.units.len())
+    }
+}
+
+impl PartitionStream for TokenizePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.shared.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.shared.schema), 2);
+        let tx = builder.tx();
+        let shared = Arc::clone(&self.shared);
+        builder.spawn_blocking(move || {
+            let emit = |b: RecordBatch| tx.blocking_send(Ok(b)).is_ok();
+            shared
+                .run(emit)
+                .map_err(|e| DataFusionError::External(format!("{e:#}").into()))
+        });
+        builder.build()
+    }
+}
+
+impl Shared {
+    /// Reads, encodes, writes and emits every document; records the summary at the end.
+    fn run(&self, mut emit: impl FnMut(RecordBatch) -> bool) -> Result<()> {
+        let started = Instant::now();
+        let mut writers: BTreeMap<String, ShardSetWriter> = BTreeMap::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch>>(2);
+        std::thread::scope(|scope| -> Result<()> {
+            // The reader: checkpoint batches gathered into batches of `batch_docs`, decoded while
+            // the previous batch is encoded.
+            scope.spawn(move || {
+                let mut pending: Vec<RecordBatch> = Vec::new();
+                let mut rows = 0;
+                let send = |pending: &mut Vec<RecordBatch>| {
+                    if pending.is_empty() {
+                        return true;
+                    }
+                    let batch =
+                        arrow::compute::concat_batches(&pending[0].schema(), pending.iter())
+                            .map_err(anyhow::Error::from);
+                    pending.clear();
+                    tx.send(batch).is_ok()
+                };
+                for unit in &self.units {
+                    let reader = match read_unit(unit, None) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    for batch in reader {
+                        match batch {
+                            Ok(b) => {
+                                rows += b.num_rows();
+                                pending.push(b);
+                                if rows >= self.batch_docs {
+                                    rows = 0;
+                                    if !send(&mut pending) {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                }
+                send(&mut pending);
+            });
+            let mut framed = Vec::new();
+            for batch in rx {
+                let batch = batch?;
+                let out = self.encode(&batch, &mut writers, &mut framed)?;
+                if !emit(out) {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        let mut summary = TokenizeSummary {
+            tokenizer: self.tokenizer.info.name.clone(),
+            dtype: self.dtype.to_string(),
+            output: self.output.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        for (group, w) in writers {
+            for (prefix, sidecar) in w.finish()? {
+                summary.documents += sidecar.documents;
+                summary.tokens += sidecar.tokens;
+                summary.prefixes.push(PrefixSummary {
+                    prefix: prefix.to_string_lossy().into_owned(),
+                    group: group.clone(),
+                    documents: sidecar.documents,
+                    tokens: sidecar.tokens,
+                });
+            }
+        }
+        summary.seconds = started.elapsed().as_secs_f64();
+        *self.result.lock().expect("tokenize lock") = Some(summary);
+        Ok(())
+    }
+
+    /// One batch: its documents encoded on all cores, framed, appended to their groups' shards; the
+    /// batch returned with its `tokens` column.
+    fn encode(
+        &self,
+        batch: &RecordBatch,
+        writers: &mut BTreeMap<String, ShardSetWriter>,
+        framed: &mut Vec<u32>,
+    ) -> Result<RecordBatch> {
+        let texts: Vec<&str> =
+            string_iter(batch.column_by_name("text").context("no text column")?)?
+                .map(|t| t.unwrap_or(""))
+                .collect();
+        let groups = arrow::compute::cast(
+            batch.column_by_name(&self.by).context("the `by` column")?,
+            &DataType::Utf8,
+        )?;
+        let groups = groups.as_string::<i32>();
+        let bytes: usize = texts.iter().map(|t| t.len()).sum();
+        let encodings = self
+            .tokenizer
+            .tokenizer
+            .encode_batch_fast(texts, false)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        let mut counts = Vec::with_capacity(encodings.len());
+        for (i, enc) in encodings.iter().enumerate() {
+            self.template.frame(enc.get_ids(), framed);
+            let group = if groups.is_null(i) {
+                "null"
+            } else {
+                groups.value(i)
+            };
+            let w = match writers.get_mut(group) {
+                Some(w) => w,
+                None => writers.entry(group.to_string()).or_insert_with(|| {
+                    ShardSetWriter::new(
+                        &self.output,
+                        &prefix_name(group),
+                        self.dtype,
+                        self.max_bytes,
+                        Provenance {
+                            tokenizer: Some(self.tokenizer.info.clone()),
+                            template: Some(self.template_source.clone()),
+                            group: Some(group.to_string()),
+                        },
+                    )
+                }),
+            };
+            w.add_document(framed)?;
+            counts.push(framed.len() as i64);
+        }
+        self.rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.done
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let mut columns: Vec<Arc<dyn Array>> =
+            self.schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != TOKENS_COL)
+                .map(|f| {
+                    batch.column_by_name(f.name()).cloned().with_context(|| {
+                        format!("column {} missing from a checkpoint part", f.name())
+                    })
+                })
+                .collect::<Result<_>>()?;
+        columns.push(Arc::new(Int64Array::from(counts)));
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// A group's value as a file name: letters, digits, `-`, `_` and `.` kept, anything else `_`.
+fn prefix_name(group: &str) -> String {
+    let name: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        format!("_{name}")
+    } else {
+        name
+    }
+}

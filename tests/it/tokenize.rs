@@ -1,0 +1,179 @@
+//! The `tokenize` stage and `openseek shards`: shards that hold exactly the tokenizer's ids, framed by
+//! the template, one prefix per dataset; errors for templates naming tokens the tokenizer lacks.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use openseek::context::Engine;
+use openseek::pipeline::{RunOptions, run_pipeline};
+use openseek::stages::tokenize::tokenizer;
+use openseek_shards::{IndexedDataset, Sidecar, json_path, prefixes_in};
+
+use crate::common::*;
+
+async fn run(dir: &Path, yaml: &str) -> anyhow::Result<openseek::report::Report> {
+    let engine = Engine::new(Some(2));
+    let p = pipeline(dir, yaml);
+    let opts = RunOptions {
+        output: Some(dir.join("out")),
+        catalog: Some(root().join("datasets.yaml")),
+        print_summary: false,
+        ..Default::default()
+    };
+    run_pipeline(&engine, &p, &opts).await
+}
+
+/// The bundled sample through a filter and `tokenize`: every document that stays is in its dataset's
+/// prefix, as the tokenizer's own ids between the template's, and its row says how many tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_hold_the_tokenizers_ids_framed_by_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = dir.path().join("shards");
+    // A stale temporary and a stale prefix of an interrupted attempt, which the stage must clear.
+    std::fs::create_dir_all(&shards).unwrap();
+    std::fs::write(shards.join("sample-en-00007.bin.tmp"), b"junk").unwrap();
+    let yaml = format!(
+        "name: tok\ninput: {{datasets: [sample-en, sample-zh]}}\nstages:\n  - text_length: {{min_chars: 100}}\n  - tokenize: {{tokenizer: qwen3, template: \"{{text}}<|endoftext|>\", output: {}, batch_docs: 64}}\n",
+        shards.display()
+    );
+    let report = run(dir.path(), &yaml).await.unwrap();
+    report.check().unwrap();
+    let stage = report.stages.iter().find(|s| s.name == "tokenize").unwrap();
+    let summary = stage.tokenize.as_ref().unwrap();
+    assert_eq!(summary.dtype, "int32"); // 151,669 ids: Megatron's choice is int32
+    assert_eq!(summary.documents, report.rows_written);
+
+    let prefixes = prefixes_in(&shards).unwrap();
+    let names: Vec<String> = prefixes
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["sample-en-00000", "sample-zh-00000"]);
+    assert!(!shards.join("sample-en-00007.bin.tmp").exists());
+
+    let tok = tokenizer::load("qwen3", Path::new(".")).unwrap().tokenizer;
+    let eot = tok.token_to_id("<|endoftext|>").unwrap();
+    // Every output row, by dataset, in output order: (text, tokens column).
+    let out = read_parquet_dir(&dir.path().join("out/data"));
+    let mut rows: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    for b in &out {
+        let texts = strings(std::slice::from_ref(b), "text");
+        let ds = strings(std::slice::from_ref(b), "dataset");
+        let tokens = b
+            .column_by_name("tokens")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            rows.entry(ds[i].clone().unwrap())
+                .or_default()
+                .push((texts[i].clone().unwrap(), tokens.value(i)));
+        }
+    }
+    let mut total_tokens = 0u64;
+    for prefix in &prefixes {
+        let sidecar = Sidecar::read(&json_path(prefix)).unwrap();
+        let group = sidecar.group.clone().unwrap();
+        let ds = IndexedDataset::open(prefix).unwrap();
+        let docs = &rows[&group];
+        assert_eq!(ds.documents(), docs.len(), "{group}");
+        assert_eq!(sidecar.tokens, ds.total_tokens());
+        total_tokens += ds.total_tokens();
+        // Output rows may be spread over partitions, so compare the sequences as multisets.
+        let mut expected: Vec<Vec<i64>> = docs
+            .iter()
+            .map(|(text, n)| {
+                let mut ids: Vec<i64> = tok
+                    .encode(text.as_str(), false)
+                    .unwrap()
+                    .get_ids()
+                    .iter()
+                    .map(|&t| i64::from(t))
+                    .collect();
+                ids.push(i64::from(eot));
+                assert_eq!(*n as usize, ids.len(), "the row's token count");
+                ids
+            })
+            .collect();
+        let mut written: Vec<Vec<i64>> = (0..ds.len()).map(|i| ds.sequence(i)).collect();
+        expected.sort();
+        written.sort();
+        assert!(
+            written == expected,
+            "{group}: the shard's sequences differ from the tokenizer's"
+        );
+    }
+    assert_eq!(total_tokens, summary.tokens);
+
+    // `openseek shards verify` and `blend` on what was written.
+    let (ok, stdout, stderr) = openseek(&["shards", "verify", shards.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stdout.matches("┆ ok ").count(), 2, "{stdout}");
+    let blend_yaml = dir.path().join("blend.yaml");
+    let (ok, stdout, stderr) = openseek(&[
+        "shards",
+        "blend",
+        shards.to_str().unwrap(),
+        "--weights",
+        "sample-en=3,sample-zh=1",
+        "--out",
+        blend_yaml.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    let yaml: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&blend_yaml).unwrap()).unwrap();
+    let list = yaml["data"]["data_path"].as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[0].as_f64().unwrap(), 0.75);
+    assert!(list[1].as_str().unwrap().ends_with("sample-en-00000"));
+    assert!(stdout.contains("--data-path 0.75000000 "), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_naming_a_token_the_tokenizer_lacks_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // OpenSeek's framing belongs to the original Qwen tokenizer; Qwen3's has no extra tokens.
+    let yaml = format!(
+        "name: tok\ninput: {{dataset: sample-en}}\nstages:\n  - tokenize: {{tokenizer: qwen3, template: \"<|extra_203|>{{text}}<|extra_204|>\", output: {}}}\n",
+        dir.path().join("shards").display()
+    );
+    let e = format!("{:#}", run(dir.path(), &yaml).await.unwrap_err());
+    assert!(
+        e.contains("<|extra_203|>") && e.contains("does not have") && e.contains("<|endoftext|>"),
+        "{e}"
+    );
+    let yaml = yaml.replace("<|extra_203|>{text}<|extra_204|>", "no placeholder");
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let e = format!("{:#}", run(dir.path(), &yaml).await.unwrap_err());
+    assert!(e.contains("{text}"), "{e}");
+}
+
+/// The tokenizers of the shared corpus load by name: GPT-2's from its original vocab.json and
+/// merges.txt ("Hello world!" is [15496, 995, 0], and its 50,257 ids make Megatron choose uint16),
+/// DeepSeek-V3's with its sentence tokens usable in a template.
+#[test]
+fn the_corpus_tokenizers_load_by_name() {
+    let Some(corpus) = corpus("the_corpus_tokenizers_load_by_name") else {
+        return;
+    };
+    let dir = corpus.join("tokenizers");
+    let gpt2 = tokenizer::load("gpt2", Path::new(".")).unwrap(); // found through OPENSEEK_CORPUS
+    let ids = gpt2.tokenizer.encode("Hello world!", false).unwrap();
+    assert_eq!(ids.get_ids(), &[15496, 995, 0]);
+    assert_eq!(gpt2.info.vocab_size, 50_257);
+    assert_eq!(
+        openseek_shards::DType::for_vocab(gpt2.info.vocab_size),
+        openseek_shards::DType::U16
+    );
+    let ds = tokenizer::load(dir.join("deepseek-v3").to_str().unwrap(), Path::new(".")).unwrap();
+    let t = openseek::stages::tokenize::template::Template::parse(
+        "<｜begin▁of▁sentence｜>{text}<｜end▁of▁sentence｜>",
+        &ds.tokenizer,
+        "deepseek-v3",
+    )
+    .unwrap();
+    assert_eq!(t.prefix.len(), 1);
+    assert_eq!(t.suffix.len(), 1);
+    assert_ne!(t.prefix, t.suffix);
+}
