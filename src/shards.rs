@@ -30,6 +30,9 @@ pub fn expand_prefixes(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             out.push(PathBuf::from(prefix));
         }
     }
+    // A prefix named twice (a directory and one of its files) would count twice in a blend.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(std::path::absolute(p).unwrap_or_else(|_| p.clone())));
     Ok(out)
 }
 
@@ -74,7 +77,7 @@ pub fn inspect(prefix: &Path, tokenizer: Option<&str>, samples: usize) -> Result
             "  tokenizer {} ({} ids, sha256 {}…), template {:?}, group {:?}\n",
             t.name,
             t.vocab_size,
-            &t.sha256[..12.min(t.sha256.len())],
+            t.sha256.chars().take(12).collect::<String>(),
             s.template.as_deref().unwrap_or(""),
             s.group.as_deref().unwrap_or("")
         ));
@@ -241,6 +244,9 @@ pub fn blend(prefixes: &[PathBuf], weights: &BTreeMap<String, f64>) -> Result<Ve
     for (group, ps) in &by_group {
         let group_tokens: u64 = ps.iter().map(|p| p.1).sum();
         let w = weights.get(group).copied().unwrap_or(group_tokens as f64);
+        if group_tokens == 0 && w > 0.0 {
+            bail!("group '{group}' has weight {w} but no tokens");
+        }
         for (prefix, tokens) in ps {
             let share = if group_tokens == 0 {
                 0.0
@@ -317,12 +323,28 @@ pub fn blend_yaml(entries: &[BlendEntry]) -> String {
     out
 }
 
+/// A word for a POSIX shell: as it is when it needs no quoting, else in single quotes.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// The same list as Megatron's command-line arguments.
 pub fn megatron_args(entries: &[BlendEntry]) -> String {
     let mut out = String::from("--data-path");
     for e in entries {
         let prefix = std::path::absolute(&e.prefix).unwrap_or_else(|_| e.prefix.clone());
-        out.push_str(&format!(" {:.8} {}", e.weight, prefix.display()));
+        out.push_str(&format!(
+            " {:.8} {}",
+            e.weight,
+            shell_quote(&prefix.to_string_lossy())
+        ));
     }
     out
 }

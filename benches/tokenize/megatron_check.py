@@ -22,11 +22,10 @@ import torch
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
 sys.path.insert(0, os.path.dirname(__file__))
-from py_tokenize import texts_of  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
+from py_tokenize import load_tokenizer, texts_of  # noqa: E402
 
 shard_dir, run_dir, tokenizer_json, eos = sys.argv[1:5]
-tok = Tokenizer.from_file(tokenizer_json)
+tok = load_tokenizer(tokenizer_json)
 eos_id = tok.token_to_id(eos)
 by_group = {}
 for table in texts_of(os.path.join(run_dir, "data"), columns=("text", "dataset")):

@@ -24,6 +24,14 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 
+def load_tokenizer(path):
+    """A tokenizer.json, or the gzipped one the repository bundles (data/tokenizers/qwen3)."""
+    if path.endswith(".gz"):
+        import gzip
+        return Tokenizer.from_str(gzip.decompress(open(path, "rb").read()).decode("utf-8"))
+    return Tokenizer.from_file(path)
+
+
 def texts_of(dir_or_glob, columns=("text",)):
     files = sorted(glob.glob(os.path.join(dir_or_glob, "*.parquet")))
     return [pq.read_table(f, columns=list(columns)) for f in files]
@@ -44,7 +52,7 @@ def read_prefix(prefix):
 
 
 def limit(tokenizer_json, input_dir, batch):
-    tok = Tokenizer.from_file(tokenizer_json)
+    tok = load_tokenizer(tokenizer_json)
     texts = [t for table in texts_of(input_dir) for t in table.column("text").to_pylist()]
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     start = time.perf_counter()
@@ -59,7 +67,7 @@ def limit(tokenizer_json, input_dir, batch):
 
 
 def parity(tokenizer_json, run_dir, shard_dir, eos):
-    tok = Tokenizer.from_file(tokenizer_json)
+    tok = load_tokenizer(tokenizer_json)
     eos_id = tok.token_to_id(eos)
     assert eos_id is not None, f"{eos} is not a token of {tokenizer_json}"
     by_group = {}

@@ -142,11 +142,6 @@ impl Layout {
             }
             previous = v;
         }
-        if d > 1 && previous as usize != s {
-            return Err(format!(
-                "the last document index is {previous}, not the {s} sequences"
-            ));
-        }
         Ok(Self {
             dtype,
             sequences: s,

@@ -113,8 +113,39 @@ mod tests {
         w.add_document(&[1, 2, 3]).unwrap();
         assert!(!bin_path(&prefix).exists() && !idx_path(&prefix).exists());
         assert!(prefixes_in(dir.path()).unwrap().is_empty());
-        drop(w); // a killed run: only the temporary .bin is left
+        assert!(tmp_files(dir.path()) > 0);
+        drop(w); // an error before finish: no temporaries left behind either
         assert!(prefixes_in(dir.path()).unwrap().is_empty());
+        assert_eq!(tmp_files(dir.path()), 0);
+    }
+
+    fn tmp_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count()
+    }
+
+    /// Replacing a prefix: the new files take its place whole.
+    #[test]
+    fn a_prefix_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("p");
+        for tokens in [[1u32, 2, 3], [7, 8, 9]] {
+            let mut w = ShardWriter::create(&prefix, DType::U16).unwrap();
+            w.add_document(&tokens).unwrap();
+            w.add_document(&tokens[..1]).unwrap();
+            w.finish(&Provenance::default()).unwrap();
+        }
+        let ds = IndexedDataset::open(&prefix).unwrap();
+        assert_eq!(ds.sequence(0), vec![7, 8, 9]);
+        assert_eq!(tmp_files(dir.path()), 0);
     }
 
     #[test]

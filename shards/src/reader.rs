@@ -128,8 +128,9 @@ impl IndexedDataset {
 
     /// The raw bytes of sequence `i` in `.bin`.
     pub fn sequence_bytes(&self, i: usize) -> &[u8] {
+        let len = self.sequence_len(i);
         let size = self.dtype().size();
         let from = self.layout.offset(&self.idx, i);
-        &self.bin[from..from + self.sequence_len(i) * size]
+        &self.bin[from..from + len * size]
     }
 }

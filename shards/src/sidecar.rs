@@ -16,7 +16,7 @@ pub struct TokenizerInfo {
     pub name: String,
     /// sha256 of its `tokenizer.json`.
     pub sha256: String,
-    /// Vocabulary size, added tokens included.
+    /// One more than the largest token id (added tokens included): every id is below it.
     pub vocab_size: usize,
 }
 

@@ -1,5 +1,7 @@
 //! Writing prefixes atomically: `.bin`, `.idx` and `.json` go to temporary names and are renamed into
-//! place only when all three are complete, the sidecar last, so a prefix with a sidecar is whole.
+//! place only when all three are complete. A prefix being replaced loses its sidecar first and gets the
+//! new one last, so a prefix with a sidecar is always whole; a writer dropped before `finish` removes its
+//! temporaries.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -24,7 +26,8 @@ pub struct ShardWriter {
     prefix: PathBuf,
     dtype: DType,
     max_token: u64,
-    bin: BufWriter<File>,
+    /// Taken by `finish`.
+    bin: Option<BufWriter<File>>,
     lengths: Vec<i32>,
     doc_indices: Vec<i64>,
     tokens: u64,
@@ -54,7 +57,7 @@ impl ShardWriter {
             prefix,
             dtype,
             max_token,
-            bin: BufWriter::with_capacity(1 << 20, file),
+            bin: Some(BufWriter::with_capacity(1 << 20, file)),
             lengths: Vec::new(),
             doc_indices: vec![0],
             tokens: 0,
@@ -84,6 +87,8 @@ impl ShardWriter {
         }
         let path = bin_path(&self.prefix);
         self.bin
+            .as_mut()
+            .expect("open until finish")
             .write_all(&self.buf)
             .map_err(ShardError::io(tmp(&path)))?;
         self.lengths.push(len);
@@ -113,7 +118,7 @@ impl ShardWriter {
     }
 
     /// Writes the `.idx` and the sidecar, syncs the three files and renames them into place.
-    pub fn finish(self, provenance: &Provenance) -> Result<Sidecar> {
+    pub fn finish(mut self, provenance: &Provenance) -> Result<Sidecar> {
         let (bin, idx, json) = (
             bin_path(&self.prefix),
             idx_path(&self.prefix),
@@ -121,6 +126,8 @@ impl ShardWriter {
         );
         let file = self
             .bin
+            .take()
+            .expect("open until finish")
             .into_inner()
             .map_err(|e| ShardError::io(tmp(&bin))(e.into_error()))?;
         file.sync_all().map_err(ShardError::io(tmp(&bin)))?;
@@ -142,10 +149,33 @@ impl ShardWriter {
         let mut text = serde_json::to_vec_pretty(&sidecar).expect("a sidecar serialises");
         text.push(b'\n');
         write_synced(&tmp(&json), &text)?;
+        if json.exists() {
+            std::fs::remove_file(&json).map_err(ShardError::io(&json))?;
+        }
         for path in [&bin, &idx, &json] {
             std::fs::rename(tmp(path), path).map_err(ShardError::io(path))?;
         }
+        // The renames themselves reach the disk with the directory.
+        if let Some(dir) = self.prefix.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
         Ok(sidecar)
+    }
+}
+
+impl Drop for ShardWriter {
+    /// A writer that did not finish (an error, a stopped run) leaves no temporaries behind; after
+    /// `finish` they were renamed and nothing is removed.
+    fn drop(&mut self) {
+        for path in [
+            bin_path(&self.prefix),
+            idx_path(&self.prefix),
+            json_path(&self.prefix),
+        ] {
+            let _ = std::fs::remove_file(tmp(&path));
+        }
     }
 }
 

@@ -177,3 +177,51 @@ fn the_corpus_tokenizers_load_by_name() {
     assert_eq!(t.suffix.len(), 1);
     assert_ne!(t.prefix, t.suffix);
 }
+
+/// Megatron's own `IndexedDataset` reads our shards of the bundled sample and gets Python
+/// `tokenizers`' ids, and its `IndexedDatasetBuilder` writes the same bytes
+/// (`benches/tokenize/megatron_check.py`). Runs when the Megatron virtualenv of
+/// `benches/tokenize/setup_megatron.sh` exists (`OPENSEEK_MEGATRON_VENV`, default
+/// `target/megatron-venv`: torch is 5 GB, so CI does not install it); says SKIPPED otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megatron_reads_our_shards_and_writes_the_same_bytes() {
+    let venv = std::env::var_os("OPENSEEK_MEGATRON_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target/megatron-venv"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!(
+            "SKIPPED megatron_reads_our_shards_and_writes_the_same_bytes: no Megatron venv at {} \
+             (benches/tokenize/setup_megatron.sh makes it)",
+            venv.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shards = dir.path().join("shards");
+    let yaml = format!(
+        "name: tok\ninput: {{datasets: [sample-en, sample-zh]}}\nstages:\n  - tokenize: {{tokenizer: qwen3, template: \"{{text}}<|endoftext|>\", output: {}, max_shard_mb: 1}}\n",
+        shards.display()
+    );
+    run(dir.path(), &yaml).await.unwrap().check().unwrap();
+    assert!(
+        prefixes_in(&shards).unwrap().len() > 2,
+        "max_shard_mb splits the English sample"
+    );
+    let out = std::process::Command::new(python)
+        .arg(root().join("benches/tokenize/megatron_check.py"))
+        .arg(&shards)
+        .arg(dir.path().join("out"))
+        .arg(root().join("data/tokenizers/qwen3/tokenizer.json.gz"))
+        .arg("<|endoftext|>")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(stdout.contains("byte-identical"), "{stdout}");
+}

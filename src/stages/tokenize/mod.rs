@@ -161,7 +161,13 @@ pub fn plan(
         template_source: opts.template.clone(),
         dtype,
         output,
-        max_bytes: opts.max_shard_mb.map(|mb| mb << 20),
+        max_bytes: match opts.max_shard_mb {
+            Some(mb) => Some(
+                mb.checked_mul(1 << 20)
+                    .with_context(|| format!("{label}: max_shard_mb {mb} is too large"))?,
+            ),
+            None => None,
+        },
         batch_docs: opts.batch_docs,
         done: progress.phase(format!("{label}: documents"), Some(n)),
         result: Mutex::new(None),
@@ -181,26 +187,20 @@ pub fn plan(
     })
 }
 
-/// Removes what an earlier attempt left in `dir`: its temporary files and the prefixes this stage
-/// wrote (those with our sidecar), so that a rerun never mixes two attempts' shards.
+/// Removes the temporaries an interrupted attempt left in `dir` (`P.bin.tmp`, `P.idx.tmp`,
+/// `P.json.tmp`); its complete prefixes are overwritten, or removed once the groups are written.
 fn clear_output(dir: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for e in entries {
         let path = e?.path();
-        let name = path.to_string_lossy().into_owned();
-        let ours = name.ends_with(".tmp")
-            || name.strip_suffix(".json").is_some_and(|p| {
-                openseek_shards::Sidecar::read(&path).is_ok()
-                    && [
-                        openseek_shards::bin_path(Path::new(p)),
-                        openseek_shards::idx_path(Path::new(p)),
-                    ]
-                    .iter()
-                    .all(|f| std::fs::remove_file(f).is_ok() || !f.exists())
-            });
-        if ours {
+        let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            [".bin.tmp", ".idx.tmp", ".json.tmp"]
+                .iter()
+                .any(|ext| n.ends_with(ext))
+        });
+        if ours && path.is_file() {
             std::fs::remove_file(&path)
                 .with_context(|| format!("removing {} of an earlier attempt", path.display()))?;
         }
@@ -242,7 +242,7 @@ impl Shared {
     /// Reads, encodes, writes and emits every document; records the summary at the end.
     fn run(&self, mut emit: impl FnMut(RecordBatch) -> bool) -> Result<()> {
         let started = Instant::now();
-        let mut writers: BTreeMap<String, ShardSetWriter> = BTreeMap::new();
+        let mut writers = Writers::default();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch>>(2);
         std::thread::scope(|scope| -> Result<()> {
             // The reader: checkpoint batches gathered into batches of `batch_docs`, decoded while
@@ -294,7 +294,8 @@ impl Shared {
                 let batch = batch?;
                 let out = self.encode(&batch, &mut writers, &mut framed)?;
                 if !emit(out) {
-                    break;
+                    // The consumer failed: its error is the run's; these shards must not look whole.
+                    anyhow::bail!("the tokenize output stopped before its end");
                 }
             }
             Ok(())
@@ -305,8 +306,11 @@ impl Shared {
             output: self.output.to_string_lossy().into_owned(),
             ..Default::default()
         };
-        for (group, w) in writers {
-            for (prefix, sidecar) in w.finish()? {
+        for (group, (name, w)) in writers.by_group {
+            let written = w.finish()?;
+            remove_stale_prefixes(&self.output, &name, written.len())?;
+            let group = group.unwrap_or_else(|| "null".to_string());
+            for (prefix, sidecar) in written {
                 summary.documents += sidecar.documents;
                 summary.tokens += sidecar.tokens;
                 summary.prefixes.push(PrefixSummary {
@@ -327,7 +331,7 @@ impl Shared {
     fn encode(
         &self,
         batch: &RecordBatch,
-        writers: &mut BTreeMap<String, ShardSetWriter>,
+        writers: &mut Writers,
         framed: &mut Vec<u32>,
     ) -> Result<RecordBatch> {
         let texts: Vec<&str> =
@@ -348,28 +352,8 @@ impl Shared {
         let mut counts = Vec::with_capacity(encodings.len());
         for (i, enc) in encodings.iter().enumerate() {
             self.template.frame(enc.get_ids(), framed);
-            let group = if groups.is_null(i) {
-                "null"
-            } else {
-                groups.value(i)
-            };
-            let w = match writers.get_mut(group) {
-                Some(w) => w,
-                None => writers.entry(group.to_string()).or_insert_with(|| {
-                    ShardSetWriter::new(
-                        &self.output,
-                        &prefix_name(group),
-                        self.dtype,
-                        self.max_bytes,
-                        Provenance {
-                            tokenizer: Some(self.tokenizer.info.clone()),
-                            template: Some(self.template_source.clone()),
-                            group: Some(group.to_string()),
-                        },
-                    )
-                }),
-            };
-            w.add_document(framed)?;
+            let group = (!groups.is_null(i)).then(|| groups.value(i));
+            self.writer(writers, group).add_document(framed)?;
             counts.push(framed.len() as i64);
         }
         self.rows
@@ -391,6 +375,65 @@ impl Shared {
         columns.push(Arc::new(Int64Array::from(counts)));
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
+}
+
+/// One set of prefixes per group (NULL is a group of its own), and the file names taken.
+#[derive(Default)]
+struct Writers {
+    by_group: BTreeMap<Option<String>, (String, ShardSetWriter)>,
+    names: std::collections::HashSet<String>,
+}
+
+impl Shared {
+    fn writer<'w>(&self, writers: &'w mut Writers, group: Option<&str>) -> &'w mut ShardSetWriter {
+        let key = group.map(str::to_string);
+        if !writers.by_group.contains_key(&key) {
+            // Two groups whose names sanitise alike ("en/us", "en_us") get distinct files.
+            let base = group.map_or_else(|| "null".to_string(), prefix_name);
+            let mut name = base.clone();
+            let mut k = 2;
+            while !writers.names.insert(name.clone()) {
+                name = format!("{base}~{k}");
+                k += 1;
+            }
+            let w = ShardSetWriter::new(
+                &self.output,
+                &name,
+                self.dtype,
+                self.max_bytes,
+                Provenance {
+                    tokenizer: Some(self.tokenizer.info.clone()),
+                    template: Some(self.template_source.clone()),
+                    group: group.map(str::to_string),
+                },
+            );
+            writers.by_group.insert(key.clone(), (name, w));
+        }
+        &mut writers.by_group.get_mut(&key).expect("inserted").1
+    }
+}
+
+/// After a group's prefixes `NAME-00000 … NAME-{n-1}` were written, removes `NAME-{n}`, … that an
+/// earlier attempt (with a smaller `max_shard_mb`) left, so that the directory holds one attempt.
+fn remove_stale_prefixes(dir: &Path, name: &str, n: usize) -> Result<()> {
+    for k in n.. {
+        let prefix = dir.join(format!("{name}-{k:05}"));
+        let json = openseek_shards::json_path(&prefix);
+        if !json.exists() {
+            return Ok(());
+        }
+        for f in [
+            json,
+            openseek_shards::bin_path(&prefix),
+            openseek_shards::idx_path(&prefix),
+        ] {
+            if f.exists() {
+                std::fs::remove_file(&f)
+                    .with_context(|| format!("removing {} of an earlier attempt", f.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A group's value as a file name: letters, digits, `-`, `_` and `.` kept, anything else `_`.

@@ -111,10 +111,18 @@ fn loaded(name: &str, tokenizer: Tokenizer, files: &[&[u8]]) -> LoadedTokenizer 
     for f in files {
         hash.update(f);
     }
+    // Ids may have gaps (added tokens placed high), so the bound on ids is the largest one + 1, not the
+    // number of tokens: it decides the dtype and what `shards verify` accepts.
+    let id_bound = tokenizer
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&m| m as usize + 1)
+        .max(tokenizer.get_vocab_size(true));
     let info = TokenizerInfo {
         name: name.to_string(),
         sha256: hex::encode(hash.finalize()),
-        vocab_size: tokenizer.get_vocab_size(true),
+        vocab_size: id_bound,
     };
     LoadedTokenizer { tokenizer, info }
 }
