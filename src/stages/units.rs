@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -23,8 +24,8 @@ pub struct Unit {
     pub rows: u64,
 }
 
-/// The units of every `*.parquet` file under `dir`, in name order, numbered from 0.
-pub fn plan_units(dir: &Path) -> Result<Vec<Unit>> {
+/// The `*.parquet` files of a checkpoint, in name order.
+fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading checkpoint {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -36,6 +37,26 @@ pub fn plan_units(dir: &Path) -> Result<Vec<Unit>> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// The columns of a checkpoint: those of its first part (every part has the same; the segment before
+/// writes one even when empty), or the document columns when it has none.
+pub fn checkpoint_schema(dir: &Path) -> Result<SchemaRef> {
+    Ok(match checkpoint_files(dir)?.first() {
+        Some(f) => ParquetRecordBatchReaderBuilder::try_new(
+            File::open(f).with_context(|| format!("opening {}", f.display()))?,
+        )
+        .with_context(|| format!("reading the footer of {}", f.display()))?
+        .schema()
+        .clone(),
+        None => std::sync::Arc::new(arrow::datatypes::Schema::new(crate::io::jsonl::doc_fields())),
+    })
+}
+
+/// The units of every `*.parquet` file under `dir`, in name order, numbered from 0.
+pub fn plan_units(dir: &Path) -> Result<Vec<Unit>> {
+    let files = checkpoint_files(dir)?;
     let mut units = Vec::new();
     let mut next = 0u64;
     for file in files {

@@ -30,14 +30,13 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::DataFrame;
 use openseek_udfs::minhash::MinHasher;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::context::Engine;
 use crate::io::table::POS_COL;
 use crate::progress::Progress;
 use crate::report::{DedupSummary, PartInfo, StageReport};
 use crate::stages::union_find::UnionFind;
-use crate::stages::units::{doc_count, for_each_unit, plan_units, read_unit};
+use crate::stages::units::{checkpoint_schema, doc_count, for_each_unit, plan_units, read_unit};
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
 use options::MinhashDedupOptions;
 use output::{Decided, OutputPartition, REASON_INDEX, removal_reason};
@@ -79,19 +78,7 @@ pub async fn plan(
     let hasher = MinHasher::new(opts.config()?).map_err(anyhow::Error::msg)?;
     let units = plan_units(input_dir)?;
     let n = doc_count(&units);
-    let input_schema = match units.first() {
-        Some(u) => ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&u.file)?)?
-            .schema()
-            .clone(),
-        None => engine
-            .ctx
-            .read_parquet(input_dir.to_string_lossy().as_ref(), Default::default())
-            .await?
-            .schema()
-            .as_arrow()
-            .clone()
-            .into(),
-    };
+    let input_schema = checkpoint_schema(input_dir)?;
     if let options::Keep::Max(c) = &keep
         && input_schema.index_of(c).is_err()
     {

@@ -29,13 +29,12 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::DataFrame;
 use openseek_shards::{DType, Provenance, ShardSetWriter};
 use openseek_udfs::string_iter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Engine;
 use crate::progress::Progress;
 use crate::report::StageReport;
-use crate::stages::units::{Unit, doc_count, plan_units, read_unit};
+use crate::stages::units::{Unit, checkpoint_schema, doc_count, plan_units, read_unit};
 use options::TokenizeOptions;
 use template::Template;
 
@@ -84,7 +83,7 @@ struct Shared {
     done: Arc<AtomicU64>,
     /// Set when the stream ends: what was written.
     result: Mutex<Option<TokenizeSummary>>,
-    rows: AtomicU64,
+    /// Text bytes read (every row goes on, so also the bytes out).
     bytes: AtomicU64,
 }
 
@@ -99,7 +98,8 @@ impl TokenizeRun {
             .take()
             .context("the tokenize output was not streamed to its end")?;
         let mut report = StageReport::new(&self.label);
-        report.rows_in = self.shared.rows.load(Ordering::Relaxed);
+        // Every row is a document of the shards.
+        report.rows_in = summary.documents;
         report.rows_out = report.rows_in;
         report.bytes_in = self.shared.bytes.load(Ordering::Relaxed);
         report.bytes_out = report.bytes_in;
@@ -128,12 +128,7 @@ pub fn plan(
     let output = run_dir.join(&opts.output);
     clear_output(&output)?;
     let units = plan_units(input_dir)?;
-    let input_schema: SchemaRef = match units.first() {
-        Some(u) => ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&u.file)?)?
-            .schema()
-            .clone(),
-        None => Arc::new(Schema::new(crate::io::jsonl::doc_fields())),
-    };
+    let input_schema = checkpoint_schema(input_dir)?;
     if input_schema.index_of(&opts.by).is_err() {
         anyhow::bail!("{label}: by: the input has no column `{}`", opts.by);
     }
@@ -171,7 +166,6 @@ pub fn plan(
         batch_docs: opts.batch_docs,
         done: progress.phase(format!("{label}: documents"), Some(n)),
         result: Mutex::new(None),
-        rows: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
     });
     let partition: Arc<dyn PartitionStream> = Arc::new(TokenizePartition {
@@ -356,8 +350,6 @@ impl Shared {
             self.writer(writers, group).add_document(framed)?;
             counts.push(framed.len() as i64);
         }
-        self.rows
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.done
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
