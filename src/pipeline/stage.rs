@@ -131,6 +131,7 @@ pub const STAGES: &[(&str, &[&str])] = &[
             "dtype",
             "max_shard_mb",
             "batch_docs",
+            "batch_mb",
         ],
     ),
 ];

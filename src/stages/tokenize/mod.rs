@@ -3,10 +3,12 @@
 //!
 //! It is a corpus stage: it reads the previous segment's checkpoint in order, so the shards come out
 //! the same on every run. A reader thread decodes the checkpoint while Hugging Face `tokenizers`
-//! encodes batches of `batch_docs` documents on all cores (`encode_batch_fast`: no offsets); each
+//! encodes batches of `batch_docs` documents (or `batch_mb` of text) on all cores (`encode_batch_fast`: no offsets); each
 //! document is framed by the template and appended to its group's [`ShardSetWriter`], whose prefixes
 //! appear only when complete.
 
+pub mod encoder;
+pub mod fast_split;
 pub mod options;
 pub mod template;
 pub mod tokenizer;
@@ -80,6 +82,7 @@ struct Shared {
     output: PathBuf,
     max_bytes: Option<u64>,
     batch_docs: usize,
+    batch_bytes: usize,
     done: Arc<AtomicU64>,
     /// Set when the stream ends: what was written.
     result: Mutex<Option<TokenizeSummary>>,
@@ -164,6 +167,7 @@ pub fn plan(
             None => None,
         },
         batch_docs: opts.batch_docs,
+        batch_bytes: usize::try_from(opts.batch_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         done: progress.phase(format!("{label}: documents"), Some(n)),
         result: Mutex::new(None),
         bytes: AtomicU64::new(0),
@@ -239,49 +243,28 @@ impl Shared {
         let mut writers = Writers::default();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch>>(2);
         std::thread::scope(|scope| -> Result<()> {
-            // The reader: checkpoint batches gathered into batches of `batch_docs`, decoded while
-            // the previous batch is encoded.
+            // The reader: checkpoint batches cut and gathered into batches of at most `batch_docs`
+            // documents and `batch_mb` of text, decoded while the previous batch is encoded.
             scope.spawn(move || {
-                let mut pending: Vec<RecordBatch> = Vec::new();
-                let mut rows = 0;
-                let send = |pending: &mut Vec<RecordBatch>| {
-                    if pending.is_empty() {
-                        return true;
-                    }
-                    let batch =
-                        arrow::compute::concat_batches(&pending[0].schema(), pending.iter())
-                            .map_err(anyhow::Error::from);
-                    pending.clear();
-                    tx.send(batch).is_ok()
-                };
-                for unit in &self.units {
-                    let reader = match read_unit(unit, None) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    for batch in reader {
-                        match batch {
-                            Ok(b) => {
-                                rows += b.num_rows();
-                                pending.push(b);
-                                if rows >= self.batch_docs {
-                                    rows = 0;
-                                    if !send(&mut pending) {
-                                        return;
-                                    }
+                let mut batcher = Batcher::new(self.batch_docs, self.batch_bytes);
+                let result = (|| -> Result<()> {
+                    for unit in &self.units {
+                        for batch in read_unit(unit, None)? {
+                            for ready in batcher.push(batch?)? {
+                                if tx.send(Ok(ready)).is_err() {
+                                    return Ok(());
                                 }
                             }
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
-                            }
                         }
                     }
+                    if let Some(last) = batcher.flush()? {
+                        let _ = tx.send(Ok(last));
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
                 }
-                send(&mut pending);
             });
             let mut framed = Vec::new();
             for batch in rx {
@@ -340,7 +323,7 @@ impl Shared {
         let bytes: usize = texts.iter().map(|t| t.len()).sum();
         let encodings = self
             .tokenizer
-            .tokenizer
+            .encoder
             .encode_batch_fast(texts, false)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
         let mut counts = Vec::with_capacity(encodings.len());
@@ -366,6 +349,64 @@ impl Shared {
                 .collect::<Result<_>>()?;
         columns.push(Arc::new(Int64Array::from(counts)));
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// Cuts and gathers record batches into batches of at most `max_docs` rows and about `max_bytes` of
+/// text (a batch holds at least one row): the encodings of a batch take ~25 times its text in memory.
+struct Batcher {
+    max_docs: usize,
+    max_bytes: usize,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn new(max_docs: usize, max_bytes: usize) -> Self {
+        Self {
+            max_docs,
+            max_bytes,
+            pending: Vec::new(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Takes `batch`; returns the batches it completed.
+    fn push(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let lengths: Vec<usize> =
+            string_iter(batch.column_by_name("text").context("no text column")?)?
+                .map(|t| t.map_or(0, str::len))
+                .collect();
+        let mut ready = Vec::new();
+        let mut start = 0;
+        for (i, len) in lengths.iter().enumerate() {
+            self.rows += 1;
+            self.bytes += len;
+            if self.rows >= self.max_docs || self.bytes >= self.max_bytes {
+                self.pending.push(batch.slice(start, i + 1 - start));
+                start = i + 1;
+                ready.extend(self.flush()?);
+            }
+        }
+        if start < batch.num_rows() {
+            self.pending
+                .push(batch.slice(start, batch.num_rows() - start));
+        }
+        Ok(ready)
+    }
+
+    /// The rows taken and not yet returned, as one batch.
+    fn flush(&mut self) -> Result<Option<RecordBatch>> {
+        self.rows = 0;
+        self.bytes = 0;
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let batch = arrow::compute::concat_batches(&self.pending[0].schema(), self.pending.iter())?;
+        self.pending.clear();
+        Ok(Some(batch))
     }
 }
 

@@ -27,6 +27,13 @@ pub struct TokenizeOptions {
     /// Documents encoded per batch (spread over all cores).
     #[serde(default = "default_batch")]
     pub batch_docs: usize,
+    /// Text per batch, in MB: a batch's encodings take ~25 times its text in memory.
+    #[serde(default = "default_batch_mb")]
+    pub batch_mb: u64,
+}
+
+fn default_batch_mb() -> u64 {
+    4
 }
 
 fn default_template() -> String {
@@ -47,8 +54,8 @@ impl TokenizeOptions {
             bail!("tokenize needs at least `tokenizer` and `output`");
         }
         let o: Self = serde_norway::from_value(value).context("tokenize options")?;
-        if o.batch_docs == 0 {
-            bail!("tokenize: batch_docs must be at least 1");
+        if o.batch_docs == 0 || o.batch_mb == 0 {
+            bail!("tokenize: batch_docs and batch_mb must be at least 1");
         }
         if o.max_shard_mb == Some(0) {
             bail!("tokenize: max_shard_mb must be at least 1");
