@@ -9,8 +9,9 @@
 # (benches/tokenize/setup_megatron.sh), Megatron's own reader and builder on our shards.
 #
 #   benches/tokenize/run.sh [FACTOR...]      (default: 1 5; factor K reads K copies of corpus/en)
-# Env: OPENSEEK_CORPUS, JOBS (2), TOOLS ("openseek limit datatrove"), OPENSEEK_BENCH_VENV (the venv of
-# benches/minhash/setup_peers.sh: datatrove, tokenizers, pyarrow).
+# Env: OPENSEEK_CORPUS, JOBS (2), TOOLS ("openseek limit datatrove"), REPEAT (1: rounds of all the tools,
+# one after the other, since this VM's speed drifts by ±10% over minutes), OPENSEEK_BENCH_VENV (the venv
+# of benches/minhash/setup_peers.sh: datatrove, tokenizers, pyarrow).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -21,6 +22,7 @@ PY="$VENV/bin/python"
 BIN="$REPO/target/release/openseek"
 JOBS="${JOBS:-2}"
 TOOLS="${TOOLS:-openseek limit datatrove}"
+REPEAT="${REPEAT:-1}"
 TOK="$CORPUS/tokenizers/qwen3/tokenizer.json"
 BENCH="$REPO/target/tokenize-bench"
 if [ $# -gt 0 ]; then FACTORS=("$@"); else FACTORS=(1 5); fi
@@ -37,6 +39,8 @@ for k in "${FACTORS[@]}"; do
         [ -d "$input" ] || "$PY" "$REPO/benches/minhash/make_copies.py" "$CORPUS/en" "$input" "$k" >&2
     fi
     echo "== corpus/en x$k: $input"
+    for round in $(seq "$REPEAT"); do
+    [ "$REPEAT" = 1 ] || echo "-- round $round"
     for tool in $TOOLS; do
         case $tool in
         openseek)
@@ -61,6 +65,7 @@ for k in "${FACTORS[@]}"; do
             echo "datatrove  x$k: $(tail -1 "$BENCH/datatrove-x$k.json"), wall $(wall "$BENCH/time-datatrove-x$k.txt") s"
             ;;
         esac
+    done
     done
     if [[ " $TOOLS " == *" openseek "* ]]; then
         "$PY" "$HERE/py_tokenize.py" parity "$TOK" "$BENCH/openseek-x$k/_run" "$BENCH/openseek-x$k" "<|endoftext|>"

@@ -19,6 +19,10 @@ pub type Encoder = TokenizerImpl<
     DecoderWrapper,
 >;
 
+/// Words whose merges a BPE model remembers, per thread. Hugging Face's 10,000 leave about a tenth of
+/// the CPU time of `tokenize` in merging on `corpus/en` (perf); 100,000 words take ~10 MB a thread.
+const BPE_CACHE_WORDS: usize = 100_000;
+
 /// `tokenizer`'s encoder, sharing nothing with it.
 pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
     let pre_tokenizer = tokenizer.get_pre_tokenizer().map(|pt| {
@@ -26,8 +30,12 @@ pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
         tracing::debug!("{n} pre-tokenizer regex(es) on regex-automata");
         fast
     });
+    let mut model = tokenizer.get_model().clone();
+    if let ModelWrapper::BPE(bpe) = &mut model {
+        bpe.resize_cache(BPE_CACHE_WORDS);
+    }
     TokenizerBuilder::new()
-        .with_model(tokenizer.get_model().clone())
+        .with_model(model)
         .with_normalizer(tokenizer.get_normalizer().map(FastNormalizer::new))
         .with_pre_tokenizer(pre_tokenizer)
         .with_post_processor(tokenizer.get_post_processor().cloned())
