@@ -107,7 +107,7 @@ pub async fn run_pipeline(engine: &Engine, pipeline: &Path, opts: &RunOptions) -
         ),
     };
     let schema = union_schema(&sources)?;
-    if let Some(done) = prepare_dir(&out_dir, &spec, &stages, &sources, out_format, opts)? {
+    if let Some(done) = prepare_dir(&out_dir, &spec, (&stages, base), &sources, out_format, opts)? {
         tracing::info!("{} is already complete: nothing to do", out_dir.display());
         if opts.print_summary {
             println!(
@@ -777,11 +777,12 @@ fn describe_input(spec: &PipelineSpec) -> String {
 
 /// Makes the output directory ready. Returns the finished report when this exact run is complete. The
 /// run's identity covers everything that decides which tasks exist and what they hold: the pipeline,
-/// the input files and their sizes, the column mapping, the task size and the lexicon files' contents.
+/// the input files and their sizes, the column mapping, the task size, and the contents of the lexicon
+/// and tokenizer files.
 fn prepare_dir(
     out: &Path,
     spec: &PipelineSpec,
-    stages: &[Stage],
+    (stages, base): (&[Stage], &Path),
     sources: &[SourceSpec],
     format: OutFormat,
     opts: &RunOptions,
@@ -804,6 +805,11 @@ fn prepare_dir(
     for s in stages {
         if let Some((_, path)) = &s.lexicon_file {
             h.update(std::fs::read(path).with_context(|| format!("reading lexicon {path}"))?);
+        }
+        if let StageKind::Tokenize(o) = &s.kind {
+            for f in crate::stages::tokenize::tokenizer::files(&o.tokenizer, base)? {
+                h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
+            }
         }
     }
     for f in sources.iter().flat_map(|s| &s.files) {

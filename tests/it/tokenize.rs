@@ -149,6 +149,36 @@ async fn a_template_naming_a_token_the_tokenizer_lacks_is_an_error() {
     assert!(e.contains("{text}"), "{e}");
 }
 
+/// A run's identity covers the tokenizer's contents: after the file changes, the finished run is not
+/// taken for this one (its shards were made by the old tokenizer); `--fresh` is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tokenizer_file_is_a_changed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("tokenizer.json");
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(
+            std::fs::File::open(root().join("data/tokenizers/qwen3/tokenizer.json.gz")).unwrap(),
+        ),
+        &mut text,
+    )
+    .unwrap();
+    std::fs::write(&json, &text).unwrap();
+    let yaml = format!(
+        "name: tok\ninput: {{dataset: sample-en}}\nstages:\n  - tokenize: {{tokenizer: {}, template: \"{{text}}<|endoftext|>\", output: shards}}\n",
+        json.display()
+    );
+    let first = run(dir.path(), &yaml).await.unwrap();
+    // The same run again is the finished one.
+    assert_eq!(
+        run(dir.path(), &yaml).await.unwrap().rows_written,
+        first.rows_written
+    );
+    std::fs::write(&json, format!("{text}\n")).unwrap();
+    let e = format!("{:#}", run(dir.path(), &yaml).await.unwrap_err());
+    assert!(e.contains("--fresh"), "{e}");
+}
+
 /// The tokenizers of the shared corpus load by name: GPT-2's from its original vocab.json and
 /// merges.txt ("Hello world!" is [15496, 995, 0], and its 50,257 ids make Megatron choose uint16),
 /// DeepSeek-V3's with its sentence tokens usable in a template.
@@ -182,12 +212,21 @@ fn the_corpus_tokenizers_load_by_name() {
 /// `tokenizers`' ids, and its `IndexedDatasetBuilder` writes the same bytes
 /// (`benches/tokenize/megatron_check.py`). Runs when the Megatron virtualenv of
 /// `benches/tokenize/setup_megatron.sh` exists (`OPENSEEK_MEGATRON_VENV`, default
-/// `target/megatron-venv`: torch is 5 GB, so CI does not install it); says SKIPPED otherwise.
+/// `~/.cache/openseek/megatron-venv`, which `scripts/install-test-deps` makes where the shared corpus
+/// is, as in CI); says SKIPPED otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn megatron_reads_our_shards_and_writes_the_same_bytes() {
     let venv = std::env::var_os("OPENSEEK_MEGATRON_VENV")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join("target/megatron-venv"));
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache")
+                });
+            cache.join("openseek/megatron-venv")
+        });
     let python = venv.join("bin/python");
     if !python.exists() {
         eprintln!(

@@ -270,7 +270,7 @@ fn probe() -> &'static [String] {
         let mut texts = Vec::new();
         let mut text = String::new();
         for (n, c) in chars.enumerate() {
-            let _ = write!(text, "{c}a{c} {c}'{c}  {c}1{c}\n");
+            let _ = writeln!(text, "{c}a{c} {c}'{c}  {c}1{c}");
             if c.to_lowercase()
                 .chain(c.to_uppercase())
                 .any(|x| x.is_ascii_alphabetic())

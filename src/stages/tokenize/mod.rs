@@ -487,3 +487,37 @@ fn prefix_name(group: &str) -> String {
         name
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    fn texts(lengths: &[usize]) -> RecordBatch {
+        let texts: Vec<String> = lengths.iter().map(|&n| "x".repeat(n)).collect();
+        RecordBatch::try_from_iter([("text", Arc::new(StringArray::from(texts)) as Arc<dyn Array>)])
+            .unwrap()
+    }
+
+    fn lengths(batch: &RecordBatch) -> Vec<usize> {
+        string_iter(batch.column(0))
+            .unwrap()
+            .map(|t| t.unwrap().len())
+            .collect()
+    }
+
+    /// Batches end at `max_docs` rows or once `max_bytes` of text is reached, across and within the
+    /// record batches that come in, and every row comes out once, in order.
+    #[test]
+    fn batches_are_bounded_by_rows_and_bytes() {
+        let mut b = Batcher::new(4, 100);
+        let mut out = Vec::new();
+        for input in [texts(&[60]), texts(&[50, 5, 5, 5, 5, 5]), texts(&[200])] {
+            out.extend(b.push(input).unwrap());
+        }
+        out.extend(b.flush().unwrap());
+        let got: Vec<Vec<usize>> = out.iter().map(lengths).collect();
+        assert_eq!(got, vec![vec![60, 50], vec![5, 5, 5, 5], vec![5, 200]]);
+        assert!(b.flush().unwrap().is_none());
+    }
+}

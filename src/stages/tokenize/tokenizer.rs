@@ -37,9 +37,33 @@ pub fn bundled_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Where a tokenizer's files are.
+enum Source {
+    /// A `tokenizer.json` or `tokenizer.json.gz`.
+    Json(PathBuf),
+    /// GPT-2's `vocab.json` and `merges.txt`.
+    Gpt2 { vocab: PathBuf, merges: PathBuf },
+}
+
 /// Loads `name`: a bundled name, or a path (relative to `base`) to a `tokenizer.json` (or
 /// `tokenizer.json.gz`) or to a directory with one (or with GPT-2's `vocab.json` and `merges.txt`).
 pub fn load(name: &str, base: &Path) -> Result<LoadedTokenizer> {
+    match resolve(name, base)? {
+        Source::Json(path) => from_json_file(name, &path),
+        Source::Gpt2 { vocab, merges } => gpt2_style(name, &vocab, &merges),
+    }
+}
+
+/// The files `load` reads for `name`: what a run's fingerprint hashes, so that a changed tokenizer
+/// is a changed run.
+pub fn files(name: &str, base: &Path) -> Result<Vec<PathBuf>> {
+    Ok(match resolve(name, base)? {
+        Source::Json(path) => vec![path],
+        Source::Gpt2 { vocab, merges } => vec![vocab, merges],
+    })
+}
+
+fn resolve(name: &str, base: &Path) -> Result<Source> {
     let candidates: Vec<PathBuf> = if BUNDLED.contains(&name) {
         bundled_dirs().into_iter().map(|d| d.join(name)).collect()
     } else {
@@ -47,16 +71,16 @@ pub fn load(name: &str, base: &Path) -> Result<LoadedTokenizer> {
     };
     for path in &candidates {
         if path.is_file() {
-            return from_json_file(name, path);
+            return Ok(Source::Json(path.clone()));
         }
         for file in ["tokenizer.json", "tokenizer.json.gz"] {
             if path.join(file).is_file() {
-                return from_json_file(name, &path.join(file));
+                return Ok(Source::Json(path.join(file)));
             }
         }
         let (vocab, merges) = (path.join("vocab.json"), path.join("merges.txt"));
         if vocab.is_file() && merges.is_file() {
-            return gpt2_style(name, &vocab, &merges);
+            return Ok(Source::Gpt2 { vocab, merges });
         }
     }
     let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
