@@ -76,7 +76,9 @@ struct Shared {
     schema: SchemaRef,
     by: String,
     template: Template,
-    tokenizer: tokenizer::LoadedTokenizer,
+    /// What encodes the documents (`encoder.rs`); the loaded tokenizer itself is not kept.
+    encoder: encoder::Encoder,
+    tokenizer: openseek_shards::TokenizerInfo,
     template_source: String,
     dtype: DType,
     output: PathBuf,
@@ -155,7 +157,8 @@ pub fn plan(
         schema: Arc::clone(&schema),
         by: opts.by.clone(),
         template,
-        tokenizer,
+        encoder: encoder::encoder(&tokenizer.tokenizer)?,
+        tokenizer: tokenizer.info,
         template_source: opts.template.clone(),
         dtype,
         output,
@@ -278,7 +281,7 @@ impl Shared {
             Ok(())
         })?;
         let mut summary = TokenizeSummary {
-            tokenizer: self.tokenizer.info.name.clone(),
+            tokenizer: self.tokenizer.name.clone(),
             dtype: self.dtype.to_string(),
             output: self.output.to_string_lossy().into_owned(),
             ..Default::default()
@@ -322,7 +325,6 @@ impl Shared {
         let groups = groups.as_string::<i32>();
         let bytes: usize = texts.iter().map(|t| t.len()).sum();
         let encodings = self
-            .tokenizer
             .encoder
             .encode_batch_fast(texts, false)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
@@ -435,7 +437,7 @@ impl Shared {
                 self.dtype,
                 self.max_bytes,
                 Provenance {
-                    tokenizer: Some(self.tokenizer.info.clone()),
+                    tokenizer: Some(self.tokenizer.clone()),
                     template: Some(self.template_source.clone()),
                     group: group.map(str::to_string),
                 },

@@ -9,16 +9,11 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::encoder::{Encoder, encoder};
-
 /// The names that need no path: the tokenizers of `corpus/tokenizers/`.
 pub const BUNDLED: &[&str] = &["qwen3", "deepseek-v3", "gpt2"];
 
 pub struct LoadedTokenizer {
     pub tokenizer: Tokenizer,
-    /// The same tokenizer with its pre-tokenizer's regexes on `regex-automata` where they allow it
-    /// (`encoder.rs`): what encodes the documents.
-    pub encoder: Encoder,
     pub info: TokenizerInfo,
 }
 
@@ -111,7 +106,7 @@ fn from_json_file(name: &str, path: &Path) -> Result<LoadedTokenizer> {
     };
     let tokenizer = Tokenizer::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", path.display()))?;
-    loaded(name, tokenizer, &[&bytes])
+    Ok(loaded(name, tokenizer, &[&bytes]))
 }
 
 /// GPT-2's original files: byte-level BPE, with `<|endoftext|>` (in the vocabulary) as its special
@@ -132,10 +127,10 @@ fn gpt2_style(name: &str, vocab: &Path, merges: &Path) -> Result<LoadedTokenizer
         std::fs::read(vocab).with_context(|| format!("reading {}", vocab.display()))?,
         std::fs::read(merges).with_context(|| format!("reading {}", merges.display()))?,
     ];
-    loaded(name, tokenizer, &[&files[0], &files[1]])
+    Ok(loaded(name, tokenizer, &[&files[0], &files[1]]))
 }
 
-fn loaded(name: &str, tokenizer: Tokenizer, files: &[&[u8]]) -> Result<LoadedTokenizer> {
+fn loaded(name: &str, tokenizer: Tokenizer, files: &[&[u8]]) -> LoadedTokenizer {
     let mut hash = Sha256::new();
     for f in files {
         hash.update(f);
@@ -153,9 +148,5 @@ fn loaded(name: &str, tokenizer: Tokenizer, files: &[&[u8]]) -> Result<LoadedTok
         sha256: hex::encode(hash.finalize()),
         vocab_size: id_bound,
     };
-    Ok(LoadedTokenizer {
-        encoder: encoder(&tokenizer)?,
-        tokenizer,
-        info,
-    })
+    LoadedTokenizer { tokenizer, info }
 }
