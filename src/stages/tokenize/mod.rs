@@ -3,12 +3,13 @@
 //!
 //! It is a corpus stage: it reads the previous segment's checkpoint in order, so the shards come out
 //! the same on every run. A reader thread decodes the checkpoint while Hugging Face `tokenizers`
-//! encodes batches of `batch_docs` documents (or `batch_mb` of text) on all cores (`encode_batch_fast`: no offsets); each
+//! encodes batches of `batch_docs` documents (or `batch_mb` of text) on all cores
+//! (`encode_batch_fast`: no offsets, and the faster pre-tokenizer and normalizer of `encoder.rs`); each
 //! document is framed by the template and appended to its group's [`ShardSetWriter`], whose prefixes
 //! appear only when complete.
 
-pub mod encoder;
-pub mod fast_split;
+mod encoder;
+mod fast_split;
 pub mod options;
 pub mod template;
 pub mod tokenizer;
