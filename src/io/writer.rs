@@ -35,6 +35,10 @@ impl OutFormat {
 /// a few to tens of MB.
 const ROW_GROUP_ROWS: usize = 4096;
 
+/// Encoded bytes per row group, whatever its rows: a writer holds its group in memory until it is
+/// complete, so long documents must not make it hold more.
+const ROW_GROUP_BYTES: usize = 32 << 20;
+
 /// Rows per row group of a checkpoint: a corpus stage spreads a checkpoint over the cores by row group,
 /// so groups are small enough to balance the cores to the end.
 const CHECKPOINT_ROW_GROUP_ROWS: usize = 256;
@@ -110,6 +114,7 @@ impl PartWriter {
                         Compression::ZSTD(ZstdLevel::try_new(zstd_level)?)
                     })
                     .set_max_row_group_row_count(Some(row_group_rows))
+                    .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
                     .build();
                 Inner::Parquet(ArrowWriter::try_new(
                     file,

@@ -264,3 +264,70 @@ async fn megatron_reads_our_shards_and_writes_the_same_bytes() {
     assert!(stdout.contains("all checks passed"), "{stdout}");
     assert!(stdout.contains("byte-identical"), "{stdout}");
 }
+
+/// Documents over 256 KB (encoded apart from the others) keep their place among the small ones, and a
+/// `tokenizer.json` saved with truncation and padding still gives whole documents: every shard sequence,
+/// in order, is the plain tokenizer's ids of its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_documents_and_a_truncating_tokenizer_give_whole_documents_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = read_parquet_dir(&root().join("data/sample/en"));
+    let small: Vec<String> = strings(&sample, "text").into_iter().flatten().collect();
+    // Every fifth document is ~300 KB of real text: the sample's documents one after another.
+    let mut docs = Vec::new();
+    let mut next = small.iter().cycle();
+    for i in 0..40 {
+        let mut text = next.next().unwrap().clone();
+        while i % 5 == 2 && text.len() < 300 << 10 {
+            text.push_str("\n\n");
+            text.push_str(next.next().unwrap());
+        }
+        docs.push(text);
+    }
+    let input = dir.path().join("docs.jsonl");
+    let lines: Vec<String> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": i.to_string(), "text": t}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(
+            std::fs::File::open(root().join("data/tokenizers/qwen3/tokenizer.json.gz")).unwrap(),
+        ),
+        &mut text,
+    )
+    .unwrap();
+    let plain = tokenizers::Tokenizer::from_bytes(text.as_bytes()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0});
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 32}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "!"});
+    let truncating = dir.path().join("tokenizer.json");
+    std::fs::write(&truncating, json.to_string()).unwrap();
+
+    let yaml = format!(
+        "name: huge\ninput: {{path: {}, id: id}}\nstages:\n  - tokenize: {{tokenizer: {}, template: \"{{text}}<|endoftext|>\", output: {}, batch_docs: 8}}\n",
+        input.display(),
+        truncating.display(),
+        dir.path().join("shards").display()
+    );
+    run(dir.path(), &yaml).await.unwrap().check().unwrap();
+    let eot = plain.token_to_id("<|endoftext|>").unwrap();
+    let prefixes = prefixes_in(&dir.path().join("shards")).unwrap();
+    assert_eq!(prefixes.len(), 1, "{prefixes:?}");
+    let ds = IndexedDataset::open(&prefixes[0]).unwrap();
+    assert_eq!(ds.documents(), docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let mut ids: Vec<i64> = plain
+            .encode(doc.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .iter()
+            .map(|&t| i64::from(t))
+            .collect();
+        ids.push(i64::from(eot));
+        assert!(ds.sequence(i) == ids, "document {i} ({} bytes)", doc.len());
+    }
+}

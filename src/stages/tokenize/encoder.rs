@@ -25,6 +25,11 @@ const BPE_CACHE_WORDS: usize = 100_000;
 
 /// `tokenizer`'s encoder, sharing nothing with it.
 pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
+    if tokenizer.get_truncation().is_some() || tokenizer.get_padding().is_some() {
+        tracing::warn!(
+            "the tokenizer's truncation and padding are ignored: shards hold whole documents"
+        );
+    }
     let pre_tokenizer = tokenizer.get_pre_tokenizer().map(|pt| {
         let (fast, n) = FastPreTokenizer::new(pt);
         tracing::debug!("{n} pre-tokenizer regex(es) on regex-automata");
@@ -41,8 +46,10 @@ pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
         .with_post_processor(tokenizer.get_post_processor().cloned())
         .with_decoder(tokenizer.get_decoder().cloned())
         .with_added_vocabulary(tokenizer.get_added_vocabulary().clone())
-        .with_truncation(tokenizer.get_truncation().cloned())
-        .with_padding(tokenizer.get_padding().cloned())
+        // A shard holds whole documents: a `tokenizer.json` saved with truncation or padding (for a
+        // classifier, say) must not cut or pad them.
+        .with_truncation(None)
+        .with_padding(None)
         .build()
         .map_err(|e| anyhow::anyhow!("building the encoder: {e}"))
 }

@@ -29,8 +29,13 @@ use tokenizers::{
     Offsets, PreTokenizedString, PreTokenizer, Result as TkResult, SplitDelimiterBehavior,
 };
 
-/// The lazy DFA's cache per thread.
-const LAZY_DFA_CACHE_BYTES: usize = 32 << 20;
+/// The lazy DFA's cache per thread and direction while encoding: `regex`'s default. The cache only
+/// grows, to this size, and every thread that encodes keeps its own.
+const ENCODE_CACHE_BYTES: usize = 2 << 20;
+
+/// The same while probing (a separate regex, dropped after): text in every script builds many
+/// states, and with 2 MB the cache is cleared and rebuilt over and over (2.3 s against 0.8 s).
+const PROBE_CACHE_BYTES: usize = 32 << 20;
 
 /// A pre-tokenizer with every `Split` regex that allows it on `regex-automata`.
 #[derive(Debug)]
@@ -104,22 +109,22 @@ impl FastSplit {
                 return None;
             }
         }
-        let regex = Regex::builder()
-            .syntax(parser)
-            .configure(
-                Regex::config()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    // Text in many scripts builds many lazy-DFA states; with the default 2 MB the
-                    // cache is cleared and rebuilt over and over (perf, on the probe).
-                    .hybrid_cache_capacity(LAZY_DFA_CACHE_BYTES),
-            )
-            .build_many(&patterns)
-            .ok()?;
-        let fast = Self {
-            regex,
-            give_back,
-            behavior: split.behavior,
-            invert: split.invert,
+        let fast = |cache_bytes: usize| {
+            let regex = Regex::builder()
+                .syntax(parser)
+                .configure(
+                    Regex::config()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .hybrid_cache_capacity(cache_bytes),
+                )
+                .build_many(&patterns)
+                .ok()?;
+            Some(Self {
+                regex,
+                give_back: give_back.clone(),
+                behavior: split.behavior,
+                invert: split.invert,
+            })
         };
         let agrees = *AGREES
             .lock()
@@ -127,7 +132,7 @@ impl FastSplit {
             .entry(pattern.clone())
             .or_insert_with(|| {
                 let started = std::time::Instant::now();
-                let agrees = agrees_on_probe(&fast, split);
+                let agrees = fast(PROBE_CACHE_BYTES).is_some_and(|p| agrees_on_probe(&p, split));
                 tracing::debug!(
                     "probe of {pattern}: {:.2} s",
                     started.elapsed().as_secs_f64()
@@ -137,7 +142,11 @@ impl FastSplit {
         if !agrees {
             tracing::debug!("pre-tokenizer regex {pattern} stays on Oniguruma: the engines differ");
         }
-        agrees.then_some(fast)
+        if agrees {
+            fast(ENCODE_CACHE_BYTES)
+        } else {
+            None
+        }
     }
 
     /// Every match of the split regex in `text`, as Oniguruma's `find_iter` gives them.

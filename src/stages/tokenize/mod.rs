@@ -4,7 +4,7 @@
 //! It is a corpus stage: it reads the previous segment's checkpoint in order, so the shards come out
 //! the same on every run. A reader thread decodes the checkpoint while Hugging Face `tokenizers`
 //! encodes batches of `batch_docs` documents (or `batch_mb` of text) on all cores
-//! (`encode_batch_fast`: no offsets, and the faster pre-tokenizer and normalizer of `encoder.rs`); each
+//! (`encode_fast`: no offsets, and the faster pre-tokenizer and normalizer of `encoder.rs`); each
 //! document is framed by the template and appended to its group's [`ShardSetWriter`], whose prefixes
 //! appear only when complete.
 
@@ -32,6 +32,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::DataFrame;
 use openseek_shards::{DType, Provenance, ShardSetWriter};
 use openseek_udfs::string_iter;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Engine;
@@ -270,10 +271,9 @@ impl Shared {
                     let _ = tx.send(Err(e));
                 }
             });
-            let mut framed = Vec::new();
             for batch in rx {
                 let batch = batch?;
-                let out = self.encode(&batch, &mut writers, &mut framed)?;
+                let out = self.encode(&batch, &mut writers)?;
                 if !emit(out) {
                     // The consumer failed: its error is the run's; these shards must not look whole.
                     anyhow::bail!("the tokenize output stopped before its end");
@@ -309,12 +309,7 @@ impl Shared {
 
     /// One batch: its documents encoded on all cores, framed, appended to their groups' shards; the
     /// batch returned with its `tokens` column.
-    fn encode(
-        &self,
-        batch: &RecordBatch,
-        writers: &mut Writers,
-        framed: &mut Vec<u32>,
-    ) -> Result<RecordBatch> {
+    fn encode(&self, batch: &RecordBatch, writers: &mut Writers) -> Result<RecordBatch> {
         let texts: Vec<&str> =
             string_iter(batch.column_by_name("text").context("no text column")?)?
                 .map(|t| t.unwrap_or(""))
@@ -325,16 +320,12 @@ impl Shared {
         )?;
         let groups = groups.as_string::<i32>();
         let bytes: usize = texts.iter().map(|t| t.len()).sum();
-        let encodings = self
-            .encoder
-            .encode_batch_fast(texts, false)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        let mut counts = Vec::with_capacity(encodings.len());
-        for (i, enc) in encodings.iter().enumerate() {
-            self.template.frame(enc.get_ids(), framed);
+        let framed = self.encode_texts(&texts)?;
+        let mut counts = Vec::with_capacity(framed.len());
+        for (i, ids) in framed.iter().enumerate() {
             let group = (!groups.is_null(i)).then(|| groups.value(i));
-            self.writer(writers, group).add_document(framed)?;
-            counts.push(framed.len() as i64);
+            self.writer(writers, group).add_document(ids)?;
+            counts.push(ids.len() as i64);
         }
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.done
@@ -355,8 +346,50 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The framed ids of each text, encoded on all cores. Each document's `Encoding` is dropped as soon
+    /// as its ids are framed: it holds ~100 bytes per byte of text while it lives (a String per token,
+    /// and the normalizer's alignments, 16 bytes per byte, once for the text and once for its splits),
+    /// so a batch keeps 4 bytes a token, not all its encodings as `encode_batch_fast` would.
+    /// Documents over [`HUGE_DOC_BYTES`] are encoded one at a time, beside the others: two 2 MB
+    /// documents at once took 400 MB, which made the peak depend on how the big documents happened to
+    /// meet, and so grow with the corpus. With them serialised the peak is set by the largest document.
+    fn encode_texts(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encode = |text: &str| -> tokenizers::Result<Vec<u32>> {
+            let encoding = self.encoder.encode_fast(text, false)?;
+            let mut ids = Vec::new();
+            self.template.frame(encoding.get_ids(), &mut ids);
+            Ok(ids)
+        };
+        let (huge, small): (Vec<usize>, Vec<usize>) =
+            (0..texts.len()).partition(|&i| texts[i].len() > HUGE_DOC_BYTES);
+        let (huge_ids, small_ids) = rayon::join(
+            || huge.iter().map(|&i| encode(texts[i])).collect::<Vec<_>>(),
+            || {
+                small
+                    .par_iter()
+                    .map(|&i| encode(texts[i]))
+                    .collect::<Vec<_>>()
+            },
+        );
+        let mut framed = vec![Vec::new(); texts.len()];
+        for (i, ids) in huge
+            .into_iter()
+            .zip(huge_ids)
+            .chain(small.into_iter().zip(small_ids))
+        {
+            framed[i] = ids.map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        }
+        Ok(framed)
+    }
+}
+
+/// Text above which a document is encoded on its own (see [`Shared::encode_texts`]).
+const HUGE_DOC_BYTES: usize = 256 << 10;
+
 /// Cuts and gathers record batches into batches of at most `max_docs` rows and about `max_bytes` of
-/// text (a batch holds at least one row): the encodings of a batch take ~25 times its text in memory.
+/// text (a batch holds at least one row), so that a batch of long documents is as bounded as one of
+/// short ones.
 struct Batcher {
     max_docs: usize,
     max_bytes: usize,

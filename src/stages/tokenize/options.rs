@@ -27,7 +27,7 @@ pub struct TokenizeOptions {
     /// Documents encoded per batch (spread over all cores).
     #[serde(default = "default_batch")]
     pub batch_docs: usize,
-    /// Text per batch, in MB: a batch's encodings take ~25 times its text in memory.
+    /// Text per batch, in MB: a batch holds its text and its ids (~1 byte of ids per byte of text).
     #[serde(default = "default_batch_mb")]
     pub batch_mb: u64,
 }
