@@ -84,14 +84,7 @@ async fn shards_hold_the_tokenizers_ids_framed_by_the_template() {
         let mut expected: Vec<Vec<i64>> = docs
             .iter()
             .map(|(text, n)| {
-                let mut ids: Vec<i64> = tok
-                    .encode(text.as_str(), false)
-                    .unwrap()
-                    .get_ids()
-                    .iter()
-                    .map(|&t| i64::from(t))
-                    .collect();
-                ids.push(i64::from(eot));
+                let ids = framed_ids(&tok, text, eot);
                 assert_eq!(*n as usize, ids.len(), "the row's token count");
                 ids
             })
@@ -149,12 +142,21 @@ async fn a_template_naming_a_token_the_tokenizer_lacks_is_an_error() {
     assert!(e.contains("{text}"), "{e}");
 }
 
-/// A run's identity covers the tokenizer's contents: after the file changes, the finished run is not
-/// taken for this one (its shards were made by the old tokenizer); `--fresh` is asked for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_tokenizer_file_is_a_changed_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("tokenizer.json");
+/// `text`'s ids by Hugging Face's own tokenizer, then `eot`: what `{text}<|endoftext|>` writes.
+fn framed_ids(tok: &tokenizers::Tokenizer, text: &str, eot: u32) -> Vec<i64> {
+    let mut ids: Vec<i64> = tok
+        .encode(text, false)
+        .unwrap()
+        .get_ids()
+        .iter()
+        .map(|&t| i64::from(t))
+        .collect();
+    ids.push(i64::from(eot));
+    ids
+}
+
+/// The bundled Qwen3 `tokenizer.json`, as text.
+fn bundled_qwen3_json() -> String {
     let mut text = String::new();
     std::io::Read::read_to_string(
         &mut flate2::read::GzDecoder::new(
@@ -163,6 +165,16 @@ async fn a_changed_tokenizer_file_is_a_changed_run() {
         &mut text,
     )
     .unwrap();
+    text
+}
+
+/// A run's identity covers the tokenizer's contents: after the file changes, the finished run is not
+/// taken for this one (its shards were made by the old tokenizer); `--fresh` is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tokenizer_file_is_a_changed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("tokenizer.json");
+    let text = bundled_qwen3_json();
     std::fs::write(&json, &text).unwrap();
     let yaml = format!(
         "name: tok\ninput: {{dataset: sample-en}}\nstages:\n  - tokenize: {{tokenizer: {}, template: \"{{text}}<|endoftext|>\", output: shards}}\n",
@@ -292,14 +304,7 @@ async fn huge_documents_and_a_truncating_tokenizer_give_whole_documents_in_order
         .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
 
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::GzDecoder::new(
-            std::fs::File::open(root().join("data/tokenizers/qwen3/tokenizer.json.gz")).unwrap(),
-        ),
-        &mut text,
-    )
-    .unwrap();
+    let text = bundled_qwen3_json();
     let plain = tokenizers::Tokenizer::from_bytes(text.as_bytes()).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
     json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0});
@@ -320,14 +325,7 @@ async fn huge_documents_and_a_truncating_tokenizer_give_whole_documents_in_order
     let ds = IndexedDataset::open(&prefixes[0]).unwrap();
     assert_eq!(ds.documents(), docs.len());
     for (i, doc) in docs.iter().enumerate() {
-        let mut ids: Vec<i64> = plain
-            .encode(doc.as_str(), false)
-            .unwrap()
-            .get_ids()
-            .iter()
-            .map(|&t| i64::from(t))
-            .collect();
-        ids.push(i64::from(eot));
+        let ids = framed_ids(&plain, doc, eot);
         assert!(ds.sequence(i) == ids, "document {i} ({} bytes)", doc.len());
     }
 }
