@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod context;
 pub mod io;
+pub mod llm;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

@@ -1,0 +1,4 @@
+//! The LLM layer of the synthesis stages: requests to any OpenAI-compatible endpoint, and the durable
+//! cache of their responses that makes a synthesis run resumable without paying twice.
+
+pub mod cache;
