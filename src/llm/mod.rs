@@ -2,3 +2,4 @@
 //! cache of their responses that makes a synthesis run resumable without paying twice.
 
 pub mod cache;
+pub mod parse;
