@@ -142,11 +142,7 @@ impl FastSplit {
         if !agrees {
             tracing::debug!("pre-tokenizer regex {pattern} stays on Oniguruma: the engines differ");
         }
-        if agrees {
-            fast(ENCODE_CACHE_BYTES)
-        } else {
-            None
-        }
+        agrees.then(|| fast(ENCODE_CACHE_BYTES)).flatten()
     }
 
     /// Every match of the split regex in `text`, as Oniguruma's `find_iter` gives them.

@@ -344,9 +344,7 @@ impl Shared {
         columns.push(Arc::new(Int64Array::from(counts)));
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
-}
 
-impl Shared {
     /// The framed ids of each text, encoded on all cores. Each document's `Encoding` is dropped as soon
     /// as its ids are framed: it holds ~100 bytes per byte of text while it lives (a String per token,
     /// and the normalizer's alignments, 16 bytes per byte, once for the text and once for its splits),
