@@ -14,6 +14,10 @@ pub struct StageReport {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_rejected: u64,
+    /// Rows a stage made beyond one per row it kept (a document that gave three QA pairs adds two):
+    /// the next stage takes `rows_out + rows_added`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_added: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Time spent in the stage's own work (its function, or reading), summed over threads.
@@ -25,6 +29,13 @@ pub struct StageReport {
     /// What a `tokenize` stage wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenize: Option<crate::stages::tokenize::TokenizeSummary>,
+    /// What a synthesis stage asked and what it cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthesis: Option<crate::stages::synth::SynthesisSummary>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Clusters and candidates of a deduplication stage, beside its row counts.
@@ -71,6 +82,7 @@ impl StageReport {
         self.rows_in += other.rows_in;
         self.rows_out += other.rows_out;
         self.rows_rejected += other.rows_rejected;
+        self.rows_added += other.rows_added;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.seconds += other.seconds;
@@ -82,6 +94,9 @@ impl StageReport {
         }
         if self.tokenize.is_none() {
             self.tokenize = other.tokenize.clone();
+        }
+        if self.synthesis.is_none() {
+            self.synthesis = other.synthesis.clone();
         }
     }
 
@@ -119,7 +134,7 @@ pub struct Report {
 
 impl Report {
     /// Checks the accounting: every stage's rows in = out + rejected, each stage takes what the previous
-    /// gave, and rows read = written + rejected.
+    /// gave (its rows out plus the rows it added), and rows read plus rows added = written + rejected.
     pub fn check(&self) -> Result<(), String> {
         for s in &self.stages {
             if s.rows_in != s.rows_out + s.rows_rejected {
@@ -137,16 +152,20 @@ impl Report {
             }
         }
         for w in self.stages.windows(2) {
-            if w[0].rows_out != w[1].rows_in {
+            if w[0].rows_out + w[0].rows_added != w[1].rows_in {
                 return Err(format!(
                     "stage {} gave {} rows but {} took {}",
-                    w[0].name, w[0].rows_out, w[1].name, w[1].rows_in
+                    w[0].name,
+                    w[0].rows_out + w[0].rows_added,
+                    w[1].name,
+                    w[1].rows_in
                 ));
             }
         }
-        if self.rows_read != self.rows_written + self.rows_rejected {
+        let added: u64 = self.stages.iter().map(|s| s.rows_added).sum();
+        if self.rows_read + added != self.rows_written + self.rows_rejected {
             return Err(format!(
-                "{} read != {} written + {} rejected",
+                "{} read + {added} made != {} written + {} rejected",
                 self.rows_read, self.rows_written, self.rows_rejected
             ));
         }
@@ -196,7 +215,7 @@ impl Report {
             t.add_row(vec![
                 Cell::new(&s.name),
                 num(s.rows_in),
-                num(s.rows_out),
+                num(s.rows_out + s.rows_added),
                 num(s.rows_rejected),
                 Cell::new(format!("{:.1}", s.bytes_in as f64 / 1e6))
                     .set_alignment(CellAlignment::Right),
@@ -229,6 +248,23 @@ impl Report {
                     d.removed_by_index,
                     d.seconds_signatures,
                     d.seconds_clustering,
+                ));
+            }
+            if let Some(y) = &s.synthesis {
+                out.push_str(&format!(
+                    "\n{}: {} rows made; {} requests ({} retries, {:.2}/s), {} answered from the cache; \
+                     {} prompt + {} completion tokens ({} + {} from the cache); {} responses failed validation",
+                    s.name,
+                    y.rows_made,
+                    y.requests,
+                    y.retries,
+                    y.requests_per_second,
+                    y.cached,
+                    y.prompt_tokens,
+                    y.completion_tokens,
+                    y.cached_prompt_tokens,
+                    y.cached_completion_tokens,
+                    y.invalid_responses,
                 ));
             }
             if let Some(t) = &s.tokenize {

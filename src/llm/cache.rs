@@ -51,6 +51,9 @@ pub struct CachedResponse {
     pub content: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The endpoint stopped at `max_tokens` (finish reason `length`).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,6 +63,8 @@ struct Record<'a> {
     response: std::borrow::Cow<'a, str>,
     prompt_tokens: u64,
     completion_tokens: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 /// Where a record's line lies in the file.
@@ -173,34 +178,41 @@ impl ResponseCache {
             content: record.response.into_owned(),
             prompt_tokens: record.prompt_tokens,
             completion_tokens: record.completion_tokens,
+            truncated: record.truncated,
         }))
     }
 
     /// Stores `response` under `key`, durably before returning: the line is appended whole and synced
     /// (`fdatasync`), so a response that was paid for is never lost to a crash after this returns.
+    /// The sync runs outside the lock, so that concurrent stores share the disk's flushes instead of
+    /// queueing for them. Blocking: call it from a blocking thread in async code.
     pub fn put(&self, key: &RequestKey, response: &CachedResponse) -> Result<()> {
         let record = Record {
             key: key.hex(),
             response: std::borrow::Cow::Borrowed(&response.content),
             prompt_tokens: response.prompt_tokens,
             completion_tokens: response.completion_tokens,
+            truncated: response.truncated,
         };
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
         let len = u32::try_from(line.len()).context("a response over 4 GB")?;
-        let mut inner = self.inner.lock().expect("cache lock");
-        if inner.index.contains_key(key) {
-            return Ok(());
-        }
-        inner
-            .file
-            .write_all(&line)
-            .and_then(|()| inner.file.sync_data())
-            .with_context(|| format!("appending to {}", self.path.display()))?;
-        let offset = inner.end;
-        inner.end += line.len() as u64;
-        inner.index.insert(*key, Span { offset, len });
-        Ok(())
+        let file = {
+            let mut inner = self.inner.lock().expect("cache lock");
+            if inner.index.contains_key(key) {
+                return Ok(());
+            }
+            inner
+                .file
+                .write_all(&line)
+                .with_context(|| format!("appending to {}", self.path.display()))?;
+            let offset = inner.end;
+            inner.end += line.len() as u64;
+            inner.index.insert(*key, Span { offset, len });
+            inner.file.try_clone()?
+        };
+        file.sync_data()
+            .with_context(|| format!("syncing {}", self.path.display()))
     }
 }
 
@@ -213,6 +225,7 @@ mod tests {
             content: format!("answer {i}: 「中文」 and \"quotes\"\nand a newline"),
             prompt_tokens: 10 + i as u64,
             completion_tokens: i as u64,
+            truncated: i % 2 == 0,
         }
     }
 

@@ -1,6 +1,8 @@
-//! Prompt templates as files: `NAME.LANG.jinja` under a prompts directory (the bundled ones are in
-//! `pipelines/prompts`), rendered with minijinja. A variable a template uses but the stage does not
-//! give is an error, never an empty string in a prompt that was paid for.
+//! Prompt templates as files: `NAME.LANG.jinja`, rendered with minijinja. The bundled ones are in
+//! `pipelines/prompts` and built into the binary, so a pipeline anywhere finds them; a stage's
+//! `prompts: DIR` puts that directory's files first, so a user can change one template and keep the
+//! rest. A variable a template uses but the stage does not give is an error, never an empty string in
+//! a prompt that was paid for.
 
 use std::path::{Path, PathBuf};
 
@@ -8,32 +10,87 @@ use anyhow::{Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-/// The templates of one directory.
+macro_rules! bundled {
+    ($file:literal) => {
+        (
+            $file,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/prompts/", $file)),
+        )
+    };
+}
+
+/// The bundled templates, by file name.
+const BUNDLED: &[(&str, &str)] = &[
+    bundled!("quality_annotate.en.jinja"),
+    bundled!("quality_annotate.zh.jinja"),
+    bundled!("qa_simple.en.jinja"),
+    bundled!("qa_simple.zh.jinja"),
+    bundled!("cot_segment.en.jinja"),
+    bundled!("cot_segment.zh.jinja"),
+    bundled!("cot_backward.en.jinja"),
+    bundled!("cot_backward.zh.jinja"),
+    bundled!("cot_forward.en.jinja"),
+    bundled!("cot_forward.zh.jinja"),
+    bundled!("knowledge_tags.en.jinja"),
+    bundled!("knowledge_tags.zh.jinja"),
+    bundled!("cot_rag.en.jinja"),
+    bundled!("cot_rag.zh.jinja"),
+    bundled!("rag_condense.en.jinja"),
+    bundled!("rag_condense.zh.jinja"),
+];
+
+
+/// The templates of one directory over the bundled ones.
 pub struct Prompts {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     env: Environment<'static>,
 }
 
 impl Prompts {
+    /// The bundled templates only.
+    pub fn bundled() -> Self {
+        Self::with_dir(None)
+    }
+
+    /// The templates of `dir`, then the bundled ones.
     pub fn new(dir: &Path) -> Result<Self> {
         anyhow::ensure!(
             dir.is_dir(),
             "the prompts directory {} does not exist",
             dir.display()
         );
+        Ok(Self::with_dir(Some(dir.to_path_buf())))
+    }
+
+    fn with_dir(dir: Option<PathBuf>) -> Self {
         let mut env = Environment::new();
-        env.set_loader(minijinja::path_loader(dir));
+        let from_dir = dir.clone().map(minijinja::path_loader);
+        env.set_loader(move |name| {
+            if let Some(load) = &from_dir
+                && let Some(source) = load(name)?
+            {
+                return Ok(Some(source));
+            }
+            Ok(BUNDLED
+                .iter()
+                .find(|(file, _)| *file == name)
+                .map(|(_, source)| source.to_string()))
+        });
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            env,
-        })
+        Self { dir, env }
     }
 
     /// The file of template `name` in language `lang` (`en`, `zh`).
     pub fn file_name(name: &str, lang: &str) -> String {
         format!("{name}.{lang}.jinja")
+    }
+
+    fn describe(&self, file: &str) -> String {
+        match &self.dir {
+            Some(d) if d.join(file).is_file() => d.join(file).display().to_string(),
+            _ => format!("{file} (bundled)"),
+        }
     }
 
     /// Template `name` in `lang`, rendered with `vars`.
@@ -42,16 +99,21 @@ impl Prompts {
         let template = self
             .env
             .get_template(&file)
-            .with_context(|| format!("prompt template {}", self.dir.join(&file).display()))?;
+            .with_context(|| format!("prompt template {}", self.describe(&file)))?;
         template
             .render(vars)
-            .with_context(|| format!("rendering {}", self.dir.join(&file).display()))
+            .with_context(|| format!("rendering {}", self.describe(&file)))
     }
 
     /// The template's source, which a run's identity covers: an edited prompt is a new run.
     pub fn source(&self, name: &str, lang: &str) -> Result<String> {
-        let path = self.dir.join(Self::file_name(name, lang));
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        let file = Self::file_name(name, lang);
+        Ok(self
+            .env
+            .get_template(&file)
+            .with_context(|| format!("prompt template {}", self.describe(&file)))?
+            .source()
+            .to_string())
     }
 }
 
@@ -61,7 +123,22 @@ mod tests {
     use minijinja::context;
 
     fn bundled() -> Prompts {
-        Prompts::new(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/prompts")).unwrap()
+        Prompts::bundled()
+    }
+
+    #[test]
+    fn every_bundled_template_is_listed_and_a_directory_overrides_one() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/prompts");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(BUNDLED.iter().any(|(f, _)| *f == name), "{name} is not in BUNDLED");
+        }
+        let mine = tempfile::tempdir().unwrap();
+        std::fs::write(mine.path().join("qa_simple.en.jinja"), "Q&A of {{ text }}").unwrap();
+        let p = Prompts::new(mine.path()).unwrap();
+        let vars = context! { text => "x", pairs => 3 };
+        assert_eq!(p.render("qa_simple", "en", &vars).unwrap(), "Q&A of x");
+        assert!(p.render("qa_simple", "zh", &vars).unwrap().contains("问答"));
     }
 
     #[test]

@@ -138,7 +138,11 @@ pub fn apply(
                 df = df.with_column("text", when(gate, rewritten).otherwise(column("text"))?)?;
                 df = df.with_column(&bytes_col(Some(idx)), when(alive(), text_bytes()).end()?)?;
             }
-            StageKind::Sql(_) | StageKind::MinhashDedup(_) | StageKind::Tokenize(_) => {
+            StageKind::Sql(_)
+            | StageKind::MinhashDedup(_)
+            | StageKind::Tokenize(_)
+            | StageKind::Synth(_)
+            | StageKind::TagTaxonomy(_) => {
                 unreachable!("corpus stages split segments")
             }
         }

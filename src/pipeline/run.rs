@@ -378,6 +378,70 @@ async fn run_segments(
                     markers.push((final_seg, marker));
                     continue;
                 }
+                if let StageKind::TagTaxonomy(options) = &stages[sql_idx].kind {
+                    let label = &stages[sql_idx].label;
+                    let prev = out_dir.join("_stages").join((j - 1).to_string());
+                    register_dir(engine, "__os_tagged", &prev).await?;
+                    let input = engine.ctx.table("__os_tagged").await?;
+                    let report = crate::stages::tag_taxonomy::write_taxonomy(
+                        &engine.ctx,
+                        options,
+                        label,
+                        input.clone(),
+                        out_dir,
+                    )
+                    .await
+                    .with_context(|| format!("stage {label}"))?;
+                    let (sinks, timers) =
+                        stream_segment(engine, input, &row_stages, &new_part).await?;
+                    let _ = engine.ctx.deregister_table("__os_tagged");
+                    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
+                    if entered != report.rows_out {
+                        bail!("{label}: counted {} rows but {entered} came out; this is a bug", report.rows_out);
+                    }
+                    let marker =
+                        finish_task(sinks, timers, None, Some(report), vec![], &marker_path)?;
+                    markers.push((final_seg, marker));
+                    continue;
+                }
+                if let StageKind::Synth(options) = &stages[sql_idx].kind {
+                    let label = &stages[sql_idx].label;
+                    let run = crate::stages::synth::plan(
+                        engine,
+                        options,
+                        label,
+                        &out_dir.join("_stages").join((j - 1).to_string()),
+                        (base, out_dir),
+                        keep_text,
+                        &out_dir
+                            .join("rejects")
+                            .join(format!("{name}-synthesis.parquet")),
+                        progress,
+                    )
+                    .with_context(|| format!("stage {label}"))?;
+                    let streamed =
+                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await;
+                    progress.end_phase();
+                    let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
+                    let (report, rejects) = run.finish()?;
+                    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
+                    if entered != report.rows_out + report.rows_added {
+                        bail!(
+                            "{label}: made {} rows but {entered} came out; this is a bug",
+                            report.rows_out + report.rows_added
+                        );
+                    }
+                    let marker = finish_task(
+                        sinks,
+                        timers,
+                        None,
+                        Some(report),
+                        rejects.into_iter().collect(),
+                        &marker_path,
+                    )?;
+                    markers.push((final_seg, marker));
+                    continue;
+                }
                 let StageKind::Sql(query) = &stages[sql_idx].kind else {
                     unreachable!("sql segment")
                 };
@@ -834,6 +898,11 @@ fn prepare_dir(
                 h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
             }
         }
+        if let StageKind::Synth(o) = &s.kind {
+            for source in crate::stages::synth::template_sources(o, base)? {
+                h.update(source.as_bytes());
+            }
+        }
     }
     for f in sources.iter().flat_map(|s| &s.files) {
         h.update(f.to_string_lossy().as_bytes());
@@ -850,7 +919,20 @@ fn prepare_dir(
                 out.display()
             );
         }
-        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+        // Everything but the LLM responses, which were paid for: a synthesis stage's cache is keyed
+        // by the request, so a fresh run asks again only what it asks differently.
+        for entry in std::fs::read_dir(out)? {
+            let path = entry?.path();
+            if path.file_name().is_some_and(|n| n == "llm_cache") {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(|| format!("removing {}", path.display()))?;
+        }
     }
     if identity_path.exists() {
         let id: RunIdentity = serde_json::from_slice(&std::fs::read(&identity_path)?)?;
@@ -865,7 +947,11 @@ fn prepare_dir(
         if report.exists() {
             return Ok(Some(Report::read(&report)?));
         }
-    } else if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+    } else if out.exists()
+        && std::fs::read_dir(out)?
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name() != "llm_cache")
+    {
         bail!(
             "{} exists and is not an openseek run directory; use --fresh to replace it",
             out.display()

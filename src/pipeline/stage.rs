@@ -40,6 +40,10 @@ pub enum StageKind {
     MinhashDedup(Box<crate::stages::minhash_dedup::options::MinhashDedupOptions>),
     /// Token shards of all of the previous stage's rows, in order.
     Tokenize(Box<crate::stages::tokenize::options::TokenizeOptions>),
+    /// Rows of all of the previous stage's rows, made or annotated by an LLM.
+    Synth(Box<crate::stages::synth::options::SynthOptions>),
+    /// The knowledge tags of all of the previous stage's rows, merged into a taxonomy file.
+    TagTaxonomy(Box<crate::stages::tag_taxonomy::TagTaxonomyOptions>),
 }
 
 impl StageKind {
@@ -47,7 +51,11 @@ impl StageKind {
     pub fn is_corpus(&self) -> bool {
         matches!(
             self,
-            StageKind::Sql(_) | StageKind::MinhashDedup(_) | StageKind::Tokenize(_)
+            StageKind::Sql(_)
+                | StageKind::MinhashDedup(_)
+                | StageKind::Tokenize(_)
+                | StageKind::Synth(_)
+                | StageKind::TagTaxonomy(_)
         )
     }
 }
@@ -134,6 +142,14 @@ pub const STAGES: &[(&str, &[&str])] = &[
             "batch_mb",
         ],
     ),
+    // The synthesis stages check their options themselves (src/stages/synth/options.rs).
+    ("quality_annotate", &[]),
+    ("knowledge_tags", &[]),
+    ("qa_simple", &[]),
+    ("cot_backward", &[]),
+    ("cot_forward", &[]),
+    ("cot_rag", &[]),
+    ("tag_taxonomy", &[]),
 ];
 
 /// Parses the `stages:` list of a pipeline. `base` is the pipeline's directory, against which lexicon
@@ -201,6 +217,24 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
         return Ok(Stage {
             label,
             kind: StageKind::Tokenize(Box::new(options)),
+            where_: None,
+            lexicon_file: None,
+        });
+    }
+    if name == "tag_taxonomy" {
+        let options = crate::stages::tag_taxonomy::TagTaxonomyOptions::parse(opts)?;
+        return Ok(Stage {
+            label,
+            kind: StageKind::TagTaxonomy(Box::new(options)),
+            where_: None,
+            lexicon_file: None,
+        });
+    }
+    if let Some(method) = crate::stages::synth::options::Method::from_name(name) {
+        let options = crate::stages::synth::options::SynthOptions::parse(method, opts)?;
+        return Ok(Stage {
+            label,
+            kind: StageKind::Synth(Box::new(options)),
             where_: None,
             lexicon_file: None,
         });

@@ -7,4 +7,6 @@ mod common;
 mod minhash;
 mod opencc_parity;
 mod pipelines;
+mod scripted_llm;
+mod synthesis;
 mod tokenize;
