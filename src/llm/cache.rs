@@ -225,7 +225,7 @@ mod tests {
             content: format!("answer {i}: 「中文」 and \"quotes\"\nand a newline"),
             prompt_tokens: 10 + i as u64,
             completion_tokens: i as u64,
-            truncated: i % 2 == 0,
+            truncated: i.is_multiple_of(2),
         }
     }
 

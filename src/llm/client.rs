@@ -19,6 +19,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
     CreateChatCompletionRequest, FinishReason, StopConfiguration,
 };
+use async_openai::types::chat::{ResponseFormat, ResponseFormatJsonSchema};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -67,6 +68,29 @@ pub struct LlmConfig {
     pub backoff_s: f64,
     #[serde(default = "default_backoff_max_s")]
     pub backoff_max_s: f64,
+    /// How answers that must be JSON are asked for: `text` (the prompt asks; every endpoint),
+    /// `json_object` (JSON mode), or `json_schema` (the stage's schema, enforced by the endpoint's
+    /// constrained decoding: OpenAI's structured outputs, vLLM, SGLang, llama-server's grammars).
+    #[serde(default)]
+    pub response_format: ResponseFormatMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormatMode {
+    #[default]
+    Text,
+    JsonObject,
+    JsonSchema,
+}
+
+/// What one request asks for beyond its messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    /// Generation ends at any of these.
+    pub stop: &'a [String],
+    /// The answer's JSON schema and its name, when the answer must be JSON.
+    pub schema: Option<(&'a str, &'a serde_json::Value)>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -129,6 +153,9 @@ struct Identity<'a> {
     max_tokens: u32,
     seed: Option<i64>,
     stop: &'a [String],
+    /// The response format sent (absent for text, so earlier cache keys stay valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<(ResponseFormatMode, &'a serde_json::Value)>,
     attempt: u32,
 }
 
@@ -254,15 +281,16 @@ impl LlmClient {
         }
     }
 
-    /// The answer to `messages` (generation ending at any of `stop`): from the cache when this exact
-    /// request (`attempt` included) was answered before, otherwise from the endpoint, stored durably
-    /// before it is returned.
+    /// The answer to `messages`: from the cache when this exact request (`attempt` included) was
+    /// answered before, otherwise from the endpoint, stored durably before it is returned.
     pub async fn ask(
         &self,
         messages: &[Message],
-        stop: &[String],
+        ask: Ask<'_>,
         attempt: u32,
     ) -> Result<Answer, LlmError> {
+        let stop = ask.stop;
+        let format = self.format(ask);
         let identity = Identity {
             model: &self.config.model,
             messages,
@@ -271,6 +299,7 @@ impl LlmClient {
             max_tokens: self.config.max_tokens,
             seed: self.config.seed,
             stop,
+            format: format.map(|(mode, _, schema)| (mode, schema)),
             attempt,
         };
         let key = RequestKey::of(&identity).map_err(|e| LlmError::Other(format!("{e:#}")))?;
@@ -279,7 +308,7 @@ impl LlmClient {
             .get(&key)
             .map_err(|e| LlmError::Other(format!("{e:#}")))?;
         if let Some(response) = stored {
-            return Ok(self.from_cache(response));
+            return Ok(self.answered_by_cache(response));
         }
         let cell = Arc::clone(
             self.inflight
@@ -292,7 +321,7 @@ impl LlmClient {
         let result = cell
             .get_or_try_init(|| async {
                 sent.store(true, Ordering::Relaxed);
-                let mut response = self.send(messages, stop).await?;
+                let mut response = self.send(messages, stop, format).await?;
                 // Never store the key, should an endpoint echo it back.
                 response.content = self.redact(&response.content);
                 let (cache, stored) = (Arc::clone(&self.cache), response.clone());
@@ -315,11 +344,11 @@ impl LlmClient {
             })
         } else {
             // An identical request in flight answered it.
-            Ok(self.from_cache(response))
+            Ok(self.answered_by_cache(response))
         }
     }
 
-    fn from_cache(&self, response: CachedResponse) -> Answer {
+    fn answered_by_cache(&self, response: CachedResponse) -> Answer {
         self.usage.cached.fetch_add(1, Ordering::Relaxed);
         self.usage
             .cached_prompt_tokens
@@ -333,10 +362,26 @@ impl LlmClient {
         }
     }
 
+    /// The response format to send for `ask`, if any: (mode, schema name, schema).
+    fn format<'a>(
+        &self,
+        ask: Ask<'a>,
+    ) -> Option<(ResponseFormatMode, &'a str, &'a serde_json::Value)> {
+        match (self.config.response_format, ask.schema) {
+            (ResponseFormatMode::Text, _) | (_, None) => None,
+            (mode, Some((name, schema))) => Some((mode, name, schema)),
+        }
+    }
+
     /// Sends the request, retrying what may succeed on another attempt.
-    async fn send(&self, messages: &[Message], stop: &[String]) -> Result<CachedResponse, LlmError> {
+    async fn send(
+        &self,
+        messages: &[Message],
+        stop: &[String],
+        format: Option<(ResponseFormatMode, &str, &serde_json::Value)>,
+    ) -> Result<CachedResponse, LlmError> {
         let _slot = self.slots.acquire().await.expect("never closed");
-        let request = self.request(messages, stop);
+        let request = self.request(messages, stop, format);
         // ~4 bytes a token in English, ~3 in Chinese: the reservation is corrected by the usage the
         // endpoint reports. Reserving `max_tokens` for the completion would pace a run far below
         // its limit, since waiters cannot gain from corrections made after they were scheduled.
@@ -413,7 +458,11 @@ impl LlmClient {
                         });
                     }
                     let wait = self.backoff(attempt, failure.retry_after);
-                    tracing::debug!("retry {} in {:.2} s after: {message}", attempt + 1, wait.as_secs_f64());
+                    tracing::debug!(
+                        "retry {} in {:.2} s after: {message}",
+                        attempt + 1,
+                        wait.as_secs_f64()
+                    );
                     self.usage.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -432,7 +481,12 @@ impl LlmClient {
     }
 
     #[allow(deprecated)] // `max_tokens`: what llama-server, vLLM and SGLang read.
-    fn request(&self, messages: &[Message], stop: &[String]) -> CreateChatCompletionRequest {
+    fn request(
+        &self,
+        messages: &[Message],
+        stop: &[String],
+        format: Option<(ResponseFormatMode, &str, &serde_json::Value)>,
+    ) -> CreateChatCompletionRequest {
         let messages = messages
             .iter()
             .map(|m| -> ChatCompletionRequestMessage {
@@ -455,6 +509,17 @@ impl LlmClient {
             max_tokens: Some(self.config.max_tokens),
             seed: self.config.seed,
             stop: (!stop.is_empty()).then(|| StopConfiguration::StringArray(stop.to_vec())),
+            response_format: format.map(|(mode, name, schema)| match mode {
+                ResponseFormatMode::JsonSchema => ResponseFormat::JsonSchema {
+                    json_schema: ResponseFormatJsonSchema {
+                        name: name.to_string(),
+                        schema: schema.clone(),
+                        strict: Some(true),
+                        description: None,
+                    },
+                },
+                _ => ResponseFormat::JsonObject,
+            }),
             ..Default::default()
         }
     }

@@ -93,12 +93,20 @@ mod tests {
         for (i, &t) in times.iter().enumerate() {
             for (j, &u) in times.iter().enumerate().skip(i) {
                 let allowed = 100.0 + (u - t) / interval + 1e-6;
-                assert!((j - i + 1) as f64 <= allowed, "{} in {:.4} s", j - i + 1, u - t);
+                assert!(
+                    (j - i + 1) as f64 <= allowed,
+                    "{} in {:.4} s",
+                    j - i + 1,
+                    u - t
+                );
             }
         }
         assert!(times[99] < 0.05, "the burst goes at once: {}", times[99]);
         let last = *times.last().unwrap();
-        assert!(last >= 100.0 * interval - 1e-3 && last < 100.0 * interval + 0.5, "{last}");
+        assert!(
+            last >= 100.0 * interval - 1e-3 && last < 100.0 * interval + 0.5,
+            "{last}"
+        );
     }
 
     #[tokio::test]

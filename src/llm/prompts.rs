@@ -14,7 +14,11 @@ macro_rules! bundled {
     ($file:literal) => {
         (
             $file,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/prompts/", $file)),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/pipelines/prompts/",
+                $file
+            )),
         )
     };
 }
@@ -38,7 +42,6 @@ const BUNDLED: &[(&str, &str)] = &[
     bundled!("rag_condense.en.jinja"),
     bundled!("rag_condense.zh.jinja"),
 ];
-
 
 /// The templates of one directory over the bundled ones.
 pub struct Prompts {
@@ -131,7 +134,10 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/prompts");
         for e in std::fs::read_dir(&dir).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(BUNDLED.iter().any(|(f, _)| *f == name), "{name} is not in BUNDLED");
+            assert!(
+                BUNDLED.iter().any(|(f, _)| *f == name),
+                "{name} is not in BUNDLED"
+            );
         }
         let mine = tempfile::tempdir().unwrap();
         std::fs::write(mine.path().join("qa_simple.en.jinja"), "Q&A of {{ text }}").unwrap();

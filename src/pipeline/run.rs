@@ -397,7 +397,10 @@ async fn run_segments(
                     let _ = engine.ctx.deregister_table("__os_tagged");
                     let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
                     if entered != report.rows_out {
-                        bail!("{label}: counted {} rows but {entered} came out; this is a bug", report.rows_out);
+                        bail!(
+                            "{label}: counted {} rows but {entered} came out; this is a bug",
+                            report.rows_out
+                        );
                     }
                     let marker =
                         finish_task(sinks, timers, None, Some(report), vec![], &marker_path)?;

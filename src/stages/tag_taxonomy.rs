@@ -108,7 +108,11 @@ pub async fn write_taxonomy(
     run_dir: &Path,
 ) -> Result<StageReport> {
     let schema = input.schema().clone();
-    for c in [&opts.domain_column, &opts.topics_column, &opts.difficulty_column] {
+    for c in [
+        &opts.domain_column,
+        &opts.topics_column,
+        &opts.difficulty_column,
+    ] {
         anyhow::ensure!(
             schema.field_with_unqualified_name(c).is_ok(),
             "{label}: the input has no column `{c}` (run knowledge_tags first)"
@@ -152,7 +156,11 @@ pub async fn write_taxonomy(
     let int = |b: &arrow::array::RecordBatch, i: usize, row: usize| -> Result<u64> {
         let c = arrow::compute::cast(b.column(i), &DataType::Int64)?;
         let c = c.as_primitive::<Int64Type>();
-        Ok(if c.is_null(row) { 0 } else { c.value(row) as u64 })
+        Ok(if c.is_null(row) {
+            0
+        } else {
+            c.value(row) as u64
+        })
     };
     let text = |b: &arrow::array::RecordBatch, i: usize, row: usize| -> Result<Option<String>> {
         let c = arrow::compute::cast(b.column(i), &DataType::Utf8)?;

@@ -24,13 +24,21 @@ pub struct Hit {
     pub authorization: Option<String>,
     /// How many times this exact prompt had been sent before (0 for the first).
     pub nth: usize,
+    /// The request's `response_format`, if any.
+    pub response_format: Option<Value>,
+    /// The request's `stop`, if any.
+    pub stop: Option<Value>,
 }
 
 /// What the server answers.
 pub enum Reply {
     /// A chat completion with this content; `length` sets finish_reason `length`.
     Content { content: String, length: bool },
-    Status { code: u16, body: String, retry_after: Option<u32> },
+    Status {
+        code: u16,
+        body: String,
+        retry_after: Option<u32>,
+    },
     /// No answer for this long (beyond the client's timeout).
     Hang(Duration),
     /// Headers and half a body, then the connection breaks.
@@ -145,6 +153,8 @@ async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         nth,
+        response_format: request.get("response_format").cloned(),
+        stop: request.get("stop").cloned(),
     };
     inner.hits.lock().unwrap().push(hit.clone());
     let reply = (inner.script)(&hit);
@@ -242,7 +252,8 @@ pub fn good_answer(prompt: &str) -> Value {
     } else if prompt.contains("search tool") || prompt.contains("检索工具") {
         // The first turn of cot_rag (later turns are answered by `rag_turn`).
         json!("I need a fact first. <|begin_search_query|>whale ship captain")
-    } else if prompt.contains("just searched a library") || prompt.contains("刚刚在文档库中") {
+    } else if prompt.contains("just searched a library") || prompt.contains("刚刚在文档库中")
+    {
         let first_doc = prompt
             .lines()
             .find_map(|l| l.strip_prefix("[1] "))
@@ -251,7 +262,8 @@ pub fn good_answer(prompt: &str) -> Value {
             .take(40)
             .collect::<String>();
         json!(format!("Final information: the library says {first_doc}"))
-    } else if prompt.starts_with("Go on reasoning") || prompt.starts_with("请从停下的地方继续推理") {
+    } else if prompt.starts_with("Go on reasoning") || prompt.starts_with("请从停下的地方继续推理")
+    {
         json!("So the answer follows.\nFinal answer: Ahab")
     } else if prompt.contains("knowledge") || prompt.contains("知识") {
         let n = doc.chars().count();
@@ -260,7 +272,7 @@ pub fn good_answer(prompt: &str) -> Value {
             "domain": domain,
             "topics": ["Whaling", "whaling", "Poetry"],
             "key_points": ["k"],
-            "difficulty": if n % 2 == 0 { "Basic" } else { "advanced" },
+            "difficulty": if n.is_multiple_of(2) { "Basic" } else { "advanced" },
         })
     } else {
         json!({"unknown": prompt.chars().take(40).collect::<String>()})

@@ -74,8 +74,9 @@ async fn run_lib(dir: &Path, yaml: &str) -> anyhow::Result<openseek::report::Rep
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// What decides a prompt's scripted behaviour: the start of its document, or of its first numbered
@@ -101,7 +102,10 @@ const GARBAGE: &str = "I am sorry, I cannot help with that request.";
 fn parsing_script(hit: &Hit) -> Reply {
     let good = good_answer(&hit.prompt).to_string();
     let Some(key) = key_of(&hit.prompt) else {
-        return Reply::Content { content: good, length: false };
+        return Reply::Content {
+            content: good,
+            length: false,
+        };
     };
     let content = match variant_of_key(&key) {
         0 => good,
@@ -116,12 +120,22 @@ fn parsing_script(hit: &Hit) -> Reply {
         3 => good,
         _ => format!("{GARBAGE} ({})", hit.nth),
     };
-    Reply::Content { content, length: false }
+    Reply::Content {
+        content,
+        length: false,
+    }
 }
 
-fn by_column(batches: &[arrow::array::RecordBatch], key: &str, value: &str) -> BTreeMap<String, Vec<String>> {
+fn by_column(
+    batches: &[arrow::array::RecordBatch],
+    key: &str,
+    value: &str,
+) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in strings(batches, key).into_iter().zip(strings(batches, value)) {
+    for (k, v) in strings(batches, key)
+        .into_iter()
+        .zip(strings(batches, value))
+    {
         m.entry(k.unwrap()).or_default().push(v.unwrap_or_default());
     }
     m
@@ -143,13 +157,20 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &docs);
     let variant = |text: &str| variant_of_key(&text.chars().take(200).collect::<String>());
-    let first_sentence = |text: &str| variant_of_key(&sentences(text)[0].chars().take(200).collect::<String>());
+    let first_sentence =
+        |text: &str| variant_of_key(&sentences(text)[0].chars().take(200).collect::<String>());
 
     // One pipeline per method family: annotations, QA, and backward then forward CoT.
     for (name, stages) in [
-        ("annotate", "  - quality_annotate: {ENDPOINT}\n  - knowledge_tags: {ENDPOINT}\n"),
+        (
+            "annotate",
+            "  - quality_annotate: {ENDPOINT}\n  - knowledge_tags: {ENDPOINT}\n",
+        ),
         ("qa", "  - qa_simple: {ENDPOINT, pairs: 2}\n"),
-        ("cot", "  - cot_backward: {ENDPOINT}\n  - cot_forward: {ENDPOINT}\n"),
+        (
+            "cot",
+            "  - cot_backward: {ENDPOINT}\n  - cot_forward: {ENDPOINT}\n",
+        ),
     ] {
         let run_dir = dir.path().join(name);
         std::fs::create_dir_all(&run_dir).unwrap();
@@ -170,7 +191,11 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
             })
             .map(|(i, _, _)| i)
             .collect();
-        assert!(!garbage.is_empty() && garbage.len() < docs.len() / 2, "{name}: {}", garbage.len());
+        assert!(
+            !garbage.is_empty() && garbage.len() < docs.len() / 2,
+            "{name}: {}",
+            garbage.len()
+        );
         // Every garbage document is rejected by the first stage, with the raw text kept.
         let first = match name {
             "annotate" => "quality_annotate",
@@ -181,11 +206,17 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
         assert_eq!(rejected, garbage, "{name}: the rejected documents");
         for id in &garbage {
             assert_eq!(reasons[*id], vec![format!("synthesis:{first}:unparseable")]);
-            assert!(details[*id][0].contains(GARBAGE), "{name}: {:?}", details[*id]);
+            assert!(
+                details[*id][0].contains(GARBAGE),
+                "{name}: {:?}",
+                details[*id]
+            );
         }
         // Every other document is in the output, once per row it made, and carries its source.
-        let kept: Vec<&(String, String, &str)> =
-            docs.iter().filter(|(i, _, _)| !garbage.contains(i)).collect();
+        let kept: Vec<&(String, String, &str)> = docs
+            .iter()
+            .filter(|(i, _, _)| !garbage.contains(i))
+            .collect();
         match name {
             "annotate" => {
                 let ids = strings(&data, "id");
@@ -194,7 +225,8 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
                 let domains = strings(&data, "kp_domain");
                 let difficulty = strings(&data, "kp_difficulty");
                 let topics = strings(&data, "kp_topics");
-                let text_of: HashMap<&String, &String> = kept.iter().map(|(i, t, _)| (i, t)).collect();
+                let text_of: HashMap<&String, &String> =
+                    kept.iter().map(|(i, t, _)| (i, t)).collect();
                 for (k, id) in ids.iter().enumerate() {
                     let text = text_of[id.as_ref().unwrap()];
                     // The scripted score is the prompt's document length mod 6 (documents over
@@ -202,8 +234,16 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
                     let shown = openseek::stages::synth::methods::truncate(text, 12_000);
                     assert_eq!(scores[k], Some((shown.chars().count() % 6).to_string()));
                     let n = shown.chars().count();
-                    assert_eq!(domains[k].as_deref(), Some(["History", "history", "Literature"][n % 3]), "trimmed");
-                    let level = if n % 2 == 0 { "basic" } else { "advanced" };
+                    assert_eq!(
+                        domains[k].as_deref(),
+                        Some(["History", "history", "Literature"][n % 3]),
+                        "trimmed"
+                    );
+                    let level = if n.is_multiple_of(2) {
+                        "basic"
+                    } else {
+                        "advanced"
+                    };
                     assert_eq!(difficulty[k].as_deref(), Some(level), "lower-cased");
                     assert!(topics[k].as_deref().unwrap().contains("Whaling"));
                 }
@@ -221,9 +261,17 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
                 let answers = by_column(&data, "source_id", "answer");
                 assert_eq!(answers.len(), kept.len(), "one forward row per document");
                 let queries = strings(&data, "query");
-                assert!(queries.iter().all(|q| q.as_deref().unwrap().starts_with("the question of 2 segments")));
+                assert!(queries.iter().all(|q| {
+                    q.as_deref()
+                        .unwrap()
+                        .starts_with("the question of 2 segments")
+                }));
                 let drafts = strings(&data, "draft_cot");
-                assert!(drafts.iter().all(|d| d.as_deref() == Some("1. premise\n2. conclusion")));
+                assert!(
+                    drafts
+                        .iter()
+                        .all(|d| d.as_deref() == Some("1. premise\n2. conclusion"))
+                );
             }
         }
         // The server saw each truncated prompt twice and each garbage one three times
@@ -246,7 +294,12 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
             Some(4) => 3,
             _ => 1,
         };
-        assert_eq!(n, expected, "variant {v:?}: {}", prompt.chars().take(80).collect::<String>());
+        assert_eq!(
+            n,
+            expected,
+            "variant {v:?}: {}",
+            prompt.chars().take(80).collect::<String>()
+        );
     }
 }
 
@@ -288,22 +341,34 @@ async fn retries_on_429_500_timeouts_and_resets_lose_and_duplicate_nothing() {
     let r = run_lib(dir.path(), &yaml).await.unwrap();
     let out = dir.path().join("out");
     let data = read_parquet_dir(&out.join("data"));
-    assert!(read_parquet_dir(&out.join("rejects")).is_empty(), "nothing rejected");
+    assert!(
+        read_parquet_dir(&out.join("rejects")).is_empty(),
+        "nothing rejected"
+    );
     let by_source = by_column(&data, "source_id", "id");
     assert_eq!(by_source.len(), docs.len(), "every document");
-    assert!(by_source.values().all(|ids| ids.len() == 2), "two rows each, no duplicates");
+    assert!(
+        by_source.values().all(|ids| ids.len() == 2),
+        "two rows each, no duplicates"
+    );
     // Failures the script made: one each for 429, timeouts and resets, two for 500s.
     let failures: u64 = docs
         .iter()
-        .map(|(_, t, _)| match fnv(&t.chars().take(200).collect::<String>()) % 4 {
-            1 => 2,
-            _ => 1,
-        })
+        .map(
+            |(_, t, _)| match fnv(&t.chars().take(200).collect::<String>()) % 4 {
+                1 => 2,
+                _ => 1,
+            },
+        )
         .sum();
     let syn = stage(&r, "qa_simple").synthesis.as_ref().unwrap();
     assert_eq!(syn.retries, failures, "{syn:?}");
     assert_eq!(syn.requests, docs.len() as u64 + failures);
-    assert_eq!(server.hits().len() as u64, syn.requests, "the server saw each request");
+    assert_eq!(
+        server.hits().len() as u64,
+        syn.requests,
+        "the server saw each request"
+    );
     assert_eq!(
         (syn.prompt_tokens, syn.completion_tokens),
         server.tokens(),
@@ -318,11 +383,14 @@ async fn a_refused_request_is_a_reject_and_a_refused_key_stops_the_run() {
         if hit.authorization.as_deref() != Some("Bearer right") {
             return Reply::Status {
                 code: 401,
-                body: format!("invalid key {}", hit.authorization.clone().unwrap_or_default()),
+                body: format!(
+                    "invalid key {}",
+                    hit.authorization.clone().unwrap_or_default()
+                ),
                 retry_after: None,
             };
         }
-        if fnv(&key) % 3 == 0 {
+        if fnv(&key).is_multiple_of(3) {
             return Reply::Status {
                 code: 400,
                 body: "this model's maximum context length is 4096 tokens".into(),
@@ -341,7 +409,11 @@ async fn a_refused_request_is_a_reject_and_a_refused_key_stops_the_run() {
     let run = |key: &str, out: &str| {
         let p = pipeline(
             dir.path(),
-            &synth_yaml(&input, &server.url, "  - quality_annotate: {ENDPOINT, api_key_env: OPENSEEK_TEST_KEY}\n"),
+            &synth_yaml(
+                &input,
+                &server.url,
+                "  - quality_annotate: {ENDPOINT, api_key_env: OPENSEEK_TEST_KEY}\n",
+            ),
         );
         std::process::Command::new(bin)
             .args(["run", p.to_str().unwrap(), "--output"])
@@ -352,24 +424,42 @@ async fn a_refused_request_is_a_reject_and_a_refused_key_stops_the_run() {
             .unwrap()
     };
     let ok = run("right", "ok");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let rejects = read_parquet_dir(&dir.path().join("ok/rejects"));
     let refused: Vec<&(String, String, &str)> = docs
         .iter()
-        .filter(|(_, t, _)| fnv(&t.chars().take(200).collect::<String>()) % 3 == 0)
+        .filter(|(_, t, _)| fnv(&t.chars().take(200).collect::<String>()).is_multiple_of(3))
         .collect();
     assert!(!refused.is_empty());
     assert_eq!(rows(&rejects), refused.len());
-    assert!(strings(&rejects, "reason").iter().all(|r| r.as_deref() == Some("synthesis:quality_annotate:refused")));
-    assert!(strings(&rejects, "detail").iter().all(|d| d.as_deref().unwrap().contains("HTTP 400")));
+    assert!(
+        strings(&rejects, "reason")
+            .iter()
+            .all(|r| r.as_deref() == Some("synthesis:quality_annotate:refused"))
+    );
+    assert!(
+        strings(&rejects, "detail")
+            .iter()
+            .all(|d| d.as_deref().unwrap().contains("HTTP 400"))
+    );
 
     let wrong_key = "sk-wrong-0123456789abcdef";
     let bad = run(wrong_key, "bad");
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("401"), "{stderr}");
-    assert!(!stderr.contains(wrong_key), "the key is in the error: {stderr}");
-    assert!(stderr.contains("[api key]"), "the echoed key is redacted: {stderr}");
+    assert!(
+        !stderr.contains(wrong_key),
+        "the key is in the error: {stderr}"
+    );
+    assert!(
+        stderr.contains("[api key]"),
+        "the echoed key is redacted: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +472,11 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &docs);
     // 120 a minute: two at once, then one every 60/118 s.
-    let yaml = synth_yaml(&input, &server.url, "  - quality_annotate: {ENDPOINT, rpm: 120, max_concurrency: 8}\n");
+    let yaml = synth_yaml(
+        &input,
+        &server.url,
+        "  - quality_annotate: {ENDPOINT, rpm: 120, max_concurrency: 8}\n",
+    );
     run_lib(dir.path(), &yaml).await.unwrap();
     let times: Vec<f64> = {
         let hits = server.hits();
@@ -395,12 +489,20 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
         // Any window of w seconds holds at most the burst (2) plus w / interval.
         for (j, &u) in times.iter().enumerate().skip(i) {
             let allowed = 2.0 + (u - t) / interval + 0.05;
-            assert!((j - i + 1) as f64 <= allowed, "{} requests in {:.3} s", j - i + 1, u - t);
+            assert!(
+                (j - i + 1) as f64 <= allowed,
+                "{} requests in {:.3} s",
+                j - i + 1,
+                u - t
+            );
         }
     }
     let span = times.last().unwrap();
     let expected = (docs.len() - 2) as f64 * interval;
-    assert!((span - expected).abs() < 0.5, "paced to the limit: {span:.2} s vs {expected:.2} s");
+    assert!(
+        (span - expected).abs() < 0.5,
+        "paced to the limit: {span:.2} s vs {expected:.2} s"
+    );
 
     // Tokens: a request reserves its prompt's estimate plus the completion expected, and the usage
     // the endpoint reports corrects it. At 60,000 a minute (1,000 at once, then ~983 a second), the
@@ -415,7 +517,11 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
         .map(|(i, t, l)| (i.clone(), t.chars().take(400).collect::<String>(), *l))
         .collect();
     let input2 = write_input(dir2.path(), &short);
-    let yaml = synth_yaml(&input2, &server2.url, "  - quality_annotate: {ENDPOINT, tpm: 60000, max_tokens: 200}\n");
+    let yaml = synth_yaml(
+        &input2,
+        &server2.url,
+        "  - quality_annotate: {ENDPOINT, tpm: 60000, max_tokens: 200}\n",
+    );
     let r = run_lib(dir2.path(), &yaml).await.unwrap();
     let hits = server2.hits();
     let span = (hits.last().unwrap().at - hits[0].at).as_secs_f64();
@@ -424,17 +530,23 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
     let largest = used / short.len() as f64 * 2.0;
     let allowed = 1000.0 + span * (60_000.0 - 1000.0) / 60.0 + largest;
     assert!(used <= allowed, "{used} tokens in {span:.2} s");
-    assert!(span > 1.0, "the requests were paced ({used} tokens in {span:.2} s)");
+    assert!(
+        span > 1.0,
+        "the requests were paced ({used} tokens in {span:.2} s)"
+    );
 }
 
 #[test]
 fn a_killed_run_resends_only_the_missing_requests_and_the_key_is_never_written() {
     let key = "sk-test-5fd2c1a9e8b7";
     let server = ScriptedServer::start(Duration::from_millis(150), move |hit: &Hit| {
-        assert_eq!(hit.authorization.as_deref(), Some(&*format!("Bearer {key}")));
+        assert_eq!(
+            hit.authorization.as_deref(),
+            Some(&*format!("Bearer {key}"))
+        );
         let doc = document_of(&hit.prompt);
         // Some answers echo the request's key, as a broken proxy might: it must never be stored.
-        if fnv(doc) % 7 == 0 {
+        if fnv(doc).is_multiple_of(7) {
             return Reply::Content {
                 content: format!("no JSON here, only {}", hit.authorization.clone().unwrap()),
                 length: false,
@@ -450,11 +562,20 @@ fn a_killed_run_resends_only_the_missing_requests_and_the_key_is_never_written()
     let input = write_input(dir.path(), &docs);
     let p = pipeline(
         dir.path(),
-        &synth_yaml(&input, &server.url, "  - qa_simple: {ENDPOINT, api_key_env: OPENSEEK_TEST_KEY, max_concurrency: 4, parse_retries: 0}\n"),
+        &synth_yaml(
+            &input,
+            &server.url,
+            "  - qa_simple: {ENDPOINT, api_key_env: OPENSEEK_TEST_KEY, max_concurrency: 4, parse_retries: 0}\n",
+        ),
     );
     let out = dir.path().join("out");
     let bin = env!("CARGO_BIN_EXE_openseek");
-    let args = ["run", p.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    let args = [
+        "run",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
     // Logs to files: a pipe nobody reads until the kill would fill and stall the run.
     let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
     let mut child = std::process::Command::new(bin)
@@ -494,25 +615,47 @@ fn a_killed_run_resends_only_the_missing_requests_and_the_key_is_never_written()
         .env("RUST_LOG", "debug")
         .output()
         .unwrap();
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let hits = server.hits();
     let resent = hits.len() - first_hits;
-    assert_eq!(resent, docs.len() - stored, "only the requests without a stored answer are sent again");
+    assert_eq!(
+        resent,
+        docs.len() - stored,
+        "only the requests without a stored answer are sent again"
+    );
     // No prompt answered and stored in the first run was sent again.
     let mut count: HashMap<&str, usize> = HashMap::new();
     for h in &hits {
         *count.entry(&h.prompt).or_default() += 1;
     }
     let twice = count.values().filter(|&&n| n > 1).count();
-    assert_eq!(twice, first_hits - stored, "only the unstored in-flight requests were sent twice");
+    assert_eq!(
+        twice,
+        first_hits - stored,
+        "only the unstored in-flight requests were sent twice"
+    );
     let r = report(&out);
     let syn = stage(&r, "qa_simple").synthesis.clone().unwrap();
     assert_eq!((syn.cached, syn.requests), (stored as u64, resent as u64));
     let data = read_parquet_dir(&out.join("data"));
     let rejects = read_parquet_dir(&out.join("rejects"));
-    let sources: BTreeSet<String> = strings(&data, "source_id").into_iter().map(Option::unwrap).collect();
-    let rejected: BTreeSet<String> = strings(&rejects, "id").into_iter().map(Option::unwrap).collect();
-    assert_eq!(sources.len() + rejected.len(), docs.len(), "every document once");
+    let sources: BTreeSet<String> = strings(&data, "source_id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let rejected: BTreeSet<String> = strings(&rejects, "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    assert_eq!(
+        sources.len() + rejected.len(),
+        docs.len(),
+        "every document once"
+    );
     assert!(sources.is_disjoint(&rejected));
     assert!(!rejected.is_empty(), "some answers echoed the key");
 
@@ -522,7 +665,11 @@ fn a_killed_run_resends_only_the_missing_requests_and_the_key_is_never_written()
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { files.push(p) }
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                files.push(p)
+            }
         }
     }
     assert!(files.len() > 3);
@@ -576,13 +723,20 @@ async fn sixty_four_in_flight_reach_ninety_percent_of_the_ideal_rate_within_the_
     );
     assert!(rate >= 0.9 * ideal, "{rate:.1}/s");
     // The limit: a burst of one second's worth (350), then (rpm - 350) / 60 a second.
-    let (burst, per_s) = ((rpm / 60.0f64).floor(), (rpm - (rpm / 60.0f64).floor()) / 60.0);
+    let (burst, per_s) = (
+        (rpm / 60.0f64).floor(),
+        (rpm - (rpm / 60.0f64).floor()) / 60.0,
+    );
     let mut j = 0;
     for (i, &t) in times.iter().enumerate() {
         while j < times.len() && times[j] < t + 1.0 {
             j += 1;
         }
-        assert!((j - i) as f64 <= burst + per_s + 1.0, "{} in the second from {t:.3}", j - i);
+        assert!(
+            (j - i) as f64 <= burst + per_s + 1.0,
+            "{} in the second from {t:.3}",
+            j - i
+        );
     }
 }
 
@@ -620,10 +774,16 @@ async fn tags_build_a_taxonomy_and_route_documents_to_qa_or_cot() {
     // Basic documents became two QA rows each, the others one CoT row; no document is left.
     let qa = by_column(&data, "source_id", "question");
     let cot = by_column(&data, "source_id", "cot");
-    let with_question: BTreeSet<&String> =
-        qa.iter().filter(|(_, q)| q.iter().any(|q| !q.is_empty())).map(|(s, _)| s).collect();
-    let with_cot: BTreeSet<&String> =
-        cot.iter().filter(|(_, c)| c.iter().any(|c| !c.is_empty())).map(|(s, _)| s).collect();
+    let with_question: BTreeSet<&String> = qa
+        .iter()
+        .filter(|(_, q)| q.iter().any(|q| !q.is_empty()))
+        .map(|(s, _)| s)
+        .collect();
+    let with_cot: BTreeSet<&String> = cot
+        .iter()
+        .filter(|(_, c)| c.iter().any(|c| !c.is_empty()))
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(with_question, basic);
     assert_eq!(with_cot.len(), docs.len() - basic.len());
     assert!(with_cot.is_disjoint(&with_question));
@@ -634,16 +794,28 @@ async fn tags_build_a_taxonomy_and_route_documents_to_qa_or_cot() {
     // The taxonomy merges "History" and "history " and counts every document once.
     let t: openseek::stages::tag_taxonomy::Taxonomy =
         serde_json::from_slice(&std::fs::read(out.join("tags/taxonomy.json")).unwrap()).unwrap();
-    assert_eq!((t.documents, t.tagged), (docs.len() as u64, docs.len() as u64));
+    assert_eq!(
+        (t.documents, t.tagged),
+        (docs.len() as u64, docs.len() as u64)
+    );
     let keys: Vec<&str> = t.domains.iter().map(|d| d.key.as_str()).collect();
-    assert_eq!(keys.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from(["history", "literature"]));
+    assert_eq!(
+        keys.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["history", "literature"])
+    );
     let history = t.domains.iter().find(|d| d.key == "history").unwrap();
-    let expected = docs.iter().filter(|(_, t, _)| t.chars().count() % 3 != 2).count() as u64;
+    let expected = docs
+        .iter()
+        .filter(|(_, t, _)| t.chars().count() % 3 != 2)
+        .count() as u64;
     assert_eq!(history.documents, expected);
     assert_eq!(history.aliases.len(), 2);
     assert_eq!(history.difficulty.values().sum::<u64>(), expected);
     let whaling = history.topics.iter().find(|t| t.key == "whaling").unwrap();
-    assert_eq!((whaling.documents, whaling.aliases.len()), (2 * expected, 2));
+    assert_eq!(
+        (whaling.documents, whaling.aliases.len()),
+        (2 * expected, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,8 +826,16 @@ async fn cot_rag_searches_the_local_index_and_injects_what_it_found() {
     });
     let dir = tempfile::tempdir().unwrap();
     let instructions: Vec<(String, String, &str)> = vec![
-        ("q1".into(), "Who is the captain of the Pequod, and what does he hunt?".into(), "en"),
-        ("q2".into(), "What did the President say about the Navy?".into(), "en"),
+        (
+            "q1".into(),
+            "Who is the captain of the Pequod, and what does he hunt?".into(),
+            "en",
+        ),
+        (
+            "q2".into(),
+            "What did the President say about the Navy?".into(),
+            "en",
+        ),
         ("q3".into(), "唐太宗写过哪些关于长安的诗？".into(), "zh"),
     ];
     let input = write_input(dir.path(), &instructions);
@@ -663,21 +843,26 @@ async fn cot_rag_searches_the_local_index_and_injects_what_it_found() {
     let yaml = synth_yaml(
         &input,
         &server.url,
-        &format!("  - cot_rag: {{ENDPOINT, index: {{path: {}, id: id}}, top_k: 2}}\n", index_path.display()),
+        &format!(
+            "  - cot_rag: {{ENDPOINT, index: {{path: {}, id: id}}, top_k: 2}}\n",
+            index_path.display()
+        ),
     );
     let r = run_lib(dir.path(), &yaml).await.unwrap();
     let out = dir.path().join("out");
     let data = read_parquet_dir(&out.join("data"));
-    assert_eq!(rows(&data), 3, "{:?}", read_parquet_dir(&out.join("rejects")));
+    assert_eq!(
+        rows(&data),
+        3,
+        "{:?}",
+        read_parquet_dir(&out.join("rejects"))
+    );
     let answers = strings(&data, "answer");
     assert!(answers.iter().all(|a| a.as_deref() == Some("Ahab")));
-    let sample_ids: BTreeSet<String> = strings(
-        &read_parquet_dir_file(&index_path),
-        "id",
-    )
-    .into_iter()
-    .map(Option::unwrap)
-    .collect();
+    let sample_ids: BTreeSet<String> = strings(&read_parquet_dir_file(&index_path), "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
     let documents = data[0].column_by_name("documents").unwrap();
     let documents = arrow::array::AsArray::as_list::<i32>(documents);
     for row in 0..documents.len() {
@@ -688,12 +873,87 @@ async fn cot_rag_searches_the_local_index_and_injects_what_it_found() {
     }
     for trace in strings(&data, "trace") {
         let trace = trace.unwrap();
-        assert!(trace.contains("<|begin_search_query|>whale ship captain<|end_search_query|>"), "{trace}");
-        assert!(trace.contains("<|begin_search_result|>the library says "), "{trace}");
+        assert!(
+            trace.contains("<|begin_search_query|>whale ship captain<|end_search_query|>"),
+            "{trace}"
+        );
+        assert!(
+            trace.contains("<|begin_search_result|>the library says "),
+            "{trace}"
+        );
         assert!(trace.ends_with("Final answer: Ahab"), "{trace}");
     }
     let syn = stage(&r, "cot_rag").synthesis.clone().unwrap();
     // Per instruction: the first turn, the condensing call, and the turn that answers.
     assert_eq!(syn.requests, 9);
-    assert!(out.join("rag_index").read_dir().unwrap().next().is_some(), "the index is kept for reruns");
+    assert!(
+        out.join("rag_index").read_dir().unwrap().next().is_some(),
+        "the index is kept for reruns"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_mode_sends_each_stage_s_schema_and_rag_sends_its_stop_marker() {
+    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
+        content: good_answer(&hit.prompt).to_string(),
+        length: false,
+    });
+    let docs: Vec<_> = sample_docs().into_iter().step_by(50).take(4).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &docs);
+    let yaml = synth_yaml(
+        &input,
+        &server.url,
+        "  - quality_annotate: {ENDPOINT, response_format: json_schema}\n  - qa_simple: {ENDPOINT}\n",
+    );
+    run_lib(dir.path(), &yaml).await.unwrap();
+    let hits = server.hits();
+    assert_eq!(hits.len(), 2 * docs.len());
+    let (quality, qa): (Vec<&Hit>, Vec<&Hit>) =
+        hits.iter().partition(|h| h.response_format.is_some());
+    assert_eq!(
+        (quality.len(), qa.len()),
+        (docs.len(), docs.len()),
+        "text mode sends no format"
+    );
+    for h in quality {
+        let f = h.response_format.as_ref().unwrap();
+        assert_eq!(f["type"], "json_schema");
+        assert_eq!(f["json_schema"]["name"], "quality_annotate");
+        assert_eq!(f["json_schema"]["strict"], true);
+        let schema = &f["json_schema"]["schema"];
+        assert_eq!(schema["required"], serde_json::json!(["reason", "score"]));
+        assert_eq!(schema["properties"]["score"]["type"], "integer");
+    }
+    // cot_rag stops generation at the end-of-query marker.
+    let rag_server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
+        content: good_answer(&hit.prompt).to_string(),
+        length: false,
+    });
+    let rag_dir = tempfile::tempdir().unwrap();
+    let input = write_input(
+        rag_dir.path(),
+        &[("q".into(), "Who hunts the whale?".into(), "en")],
+    );
+    let yaml = synth_yaml(
+        &input,
+        &rag_server.url,
+        &format!(
+            "  - cot_rag: {{ENDPOINT, index: {{path: {}, id: id}}, response_format: json_schema}}\n",
+            root()
+                .join("data/sample/en/sample-en-000.parquet")
+                .display()
+        ),
+    );
+    run_lib(rag_dir.path(), &yaml).await.unwrap();
+    let hits = rag_server.hits();
+    assert_eq!(hits.len(), 3);
+    assert!(
+        hits.iter().all(|h| h.response_format.is_none()),
+        "reasoning is free text"
+    );
+    assert_eq!(
+        hits[0].stop,
+        Some(serde_json::json!(["<|end_search_query|>"]))
+    );
 }

@@ -9,10 +9,10 @@ use arrow::datatypes::{DataType, Field};
 use serde_json::{Value, json};
 
 use super::options::{Method, SynthOptions};
-use crate::llm::client::{LlmClient, LlmError, Message};
+use super::rag_index::RagIndex;
+use crate::llm::client::{Ask, LlmClient, LlmError, Message};
 use crate::llm::parse::{Unparseable, extract_json};
 use crate::llm::prompts::Prompts;
-use super::rag_index::RagIndex;
 
 const BEGIN_QUERY: &str = "<|begin_search_query|>";
 const END_QUERY: &str = "<|end_search_query|>";
@@ -75,7 +75,11 @@ pub fn columns(opts: &SynthOptions) -> Vec<Field> {
     let list = |n: &str| {
         Field::new(
             n,
-            DataType::List(std::sync::Arc::new(Field::new("item", DataType::Utf8, true))),
+            DataType::List(std::sync::Arc::new(Field::new(
+                "item",
+                DataType::Utf8,
+                true,
+            ))),
             true,
         )
     };
@@ -94,6 +98,38 @@ pub fn columns(opts: &SynthOptions) -> Vec<Field> {
         Method::CotBackward => vec![s("query"), s("cot"), list("summaries")],
         Method::CotForward => vec![s("query"), s("cot"), s("answer"), s("draft_cot")],
         Method::CotRag => vec![s("instruction"), s("trace"), s("answer"), list("documents")],
+    }
+}
+
+/// The JSON schema of the answer `template` asks for, for endpoints that enforce it
+/// (`response_format: json_schema`); the stage still checks what it needs of the answer.
+fn schema_of(template: &str) -> Value {
+    let object = |properties: Value| {
+        let required: Vec<&String> = properties.as_object().expect("an object").keys().collect();
+        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+    };
+    let string = json!({"type": "string"});
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    match template {
+        "quality_annotate" => object(json!({"reason": string, "score": {"type": "integer"}})),
+        "knowledge_tags" => object(json!({
+            "domain": string,
+            "topics": strings,
+            "key_points": strings,
+            "difficulty": {"type": "string", "enum": ["basic", "intermediate", "advanced"]},
+        })),
+        "qa_simple" => object(json!({
+            "pairs": {"type": "array", "items": object(json!({"question": string, "answer": string}))},
+        })),
+        "cot_segment" => object(json!({
+            "segments": {
+                "type": "array",
+                "items": object(json!({"start": {"type": "integer"}, "end": {"type": "integer"}})),
+            },
+        })),
+        "cot_backward" => object(json!({"summaries": strings, "cot": string, "query": string})),
+        "cot_forward" => object(json!({"cot": string, "answer": string})),
+        _ => json!({"type": "object"}),
     }
 }
 
@@ -119,9 +155,14 @@ impl Ctx {
             .render(template, lang, &vars)
             .map_err(AskError::Fatal)?;
         let messages = [Message::user(prompt)];
+        let schema = schema_of(template);
+        let ask = Ask {
+            stop: &[],
+            schema: Some((template, &schema)),
+        };
         let mut last = (String::new(), String::new());
         for attempt in 0..=self.opts.parse_retries {
-            let answer = self.client.ask(&messages, &[], attempt).await?;
+            let answer = self.client.ask(&messages, ask, attempt).await?;
             let raw = &answer.response.content;
             let why = match extract_json(after_thinking(raw)) {
                 Ok(v) => match check(&v) {
@@ -160,8 +201,12 @@ impl Ctx {
                 reason: format!("synthesis:{}:refused", self.label),
                 detail: e.to_string(),
             }),
-            Err(AskError::Llm(e)) => Err(anyhow::anyhow!("{}: document {}: {e}", self.label, doc.id)),
-            Err(AskError::Fatal(e)) => Err(e.context(format!("{}: document {}", self.label, doc.id))),
+            Err(AskError::Llm(e)) => {
+                Err(anyhow::anyhow!("{}: document {}: {e}", self.label, doc.id))
+            }
+            Err(AskError::Fatal(e)) => {
+                Err(e.context(format!("{}: document {}", self.label, doc.id)))
+            }
         }
     }
 
@@ -196,7 +241,9 @@ impl Ctx {
                 let points = strings(v, "key_points")?;
                 let difficulty = nonempty_str(v, "difficulty")?.to_lowercase();
                 if !["basic", "intermediate", "advanced"].contains(&difficulty.as_str()) {
-                    return Err(format!("difficulty '{difficulty}' is not basic, intermediate or advanced"));
+                    return Err(format!(
+                        "difficulty '{difficulty}' is not basic, intermediate or advanced"
+                    ));
                 }
                 Ok(vec![
                     Cell::Str(domain),
@@ -294,7 +341,10 @@ impl Ctx {
 
     async fn cot_forward(&self, doc: &Doc) -> Asked {
         let (Some(query), Some(draft)) = (&doc.query, &doc.cot) else {
-            return Ok(Err(("the row has no query or draft chain of thought".into(), String::new())));
+            return Ok(Err((
+                "the row has no query or draft chain of thought".into(),
+                String::new(),
+            )));
         };
         let vars = json!({ "query": query, "cot": truncate(draft, self.opts.max_input_chars) });
         let checked = self
@@ -324,8 +374,16 @@ impl Ctx {
     /// reason-in-documents call to what helps the query, and the result is injected for the model to
     /// go on, until it writes its final answer or the turn limit is reached.
     async fn cot_rag(&self, doc: &Doc) -> Asked {
-        let index = self.index.get().expect("the index is built before the rows");
-        let Some(instruction) = doc.instruction.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+        let index = self
+            .index
+            .get()
+            .expect("the index is built before the rows");
+        let Some(instruction) = doc
+            .instruction
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
             return Ok(Err(("the row has no instruction".into(), String::new())));
         };
         let instruction = truncate(instruction, self.opts.max_input_chars);
@@ -346,7 +404,11 @@ impl Ctx {
                     "Go on reasoning from where you stopped: search again if you need to, or write the \"Final answer:\" line."
                 }));
             }
-            let said = self.client.ask(&messages, &stop, 0).await?.response.content;
+            let ask = Ask {
+                stop: &stop,
+                schema: None,
+            };
+            let said = self.client.ask(&messages, ask, 0).await?.response.content;
             let said = said.trim_end();
             let before = trace.len();
             trace.push_str(said);
@@ -365,21 +427,28 @@ impl Ctx {
                     ],
                 }]));
             }
-            let Some(q) = query_at.map(|i| said[i + BEGIN_QUERY.len()..].trim()).filter(|q| !q.is_empty()) else {
+            let Some(q) = query_at
+                .map(|i| said[i + BEGIN_QUERY.len()..].trim())
+                .filter(|q| !q.is_empty())
+            else {
                 trace.push('\n');
                 continue;
             };
             trace.push_str(END_QUERY);
             let result = if searches < self.opts.max_searches {
                 searches += 1;
-                self.searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.searches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let hits = index.search(q, self.opts.top_k).map_err(AskError::Fatal)?;
                 for h in &hits {
                     if !used.contains(&h.id) {
                         used.push(h.id.clone());
                     }
                 }
-                let documents: Vec<&str> = hits.iter().map(|h| truncate(&h.text, self.opts.doc_chars)).collect();
+                let documents: Vec<&str> = hits
+                    .iter()
+                    .map(|h| truncate(&h.text, self.opts.doc_chars))
+                    .collect();
                 let vars = json!({
                     "instruction": instruction,
                     "reasoning": &trace[..before],
@@ -390,7 +459,12 @@ impl Ctx {
                     .prompts
                     .render("rag_condense", doc.lang, &vars)
                     .map_err(AskError::Fatal)?;
-                let condensed = self.client.ask(&[Message::user(p)], &[], 0).await?.response.content;
+                let condensed = self
+                    .client
+                    .ask(&[Message::user(p)], Ask::default(), 0)
+                    .await?
+                    .response
+                    .content;
                 information(&condensed).to_string()
             } else if doc.lang == "zh" {
                 "检索次数已用完，请根据已有信息作答。".to_string()
@@ -408,17 +482,31 @@ impl Ctx {
 
 /// Where the final answer starts in `said`, and the answer.
 fn final_answer(said: &str) -> Option<(usize, String)> {
-    ["Final answer:", "Final Answer:", "FINAL ANSWER:", "最终答案：", "最终答案:"]
-        .iter()
-        .filter_map(|m| said.rfind(m).map(|i| (i, said[i + m.len()..].trim().to_string())))
-        .filter(|(_, a)| !a.is_empty())
-        .max_by_key(|(i, _)| *i)
+    [
+        "Final answer:",
+        "Final Answer:",
+        "FINAL ANSWER:",
+        "最终答案：",
+        "最终答案:",
+    ]
+    .iter()
+    .filter_map(|m| {
+        said.rfind(m)
+            .map(|i| (i, said[i + m.len()..].trim().to_string()))
+    })
+    .filter(|(_, a)| !a.is_empty())
+    .max_by_key(|(i, _)| *i)
 }
 
 /// A condensing answer without its "Final information:" label.
 fn information(said: &str) -> &str {
     let said = after_thinking(said).trim();
-    for m in ["Final information:", "Final Information:", "最终信息：", "最终信息:"] {
+    for m in [
+        "Final information:",
+        "Final Information:",
+        "最终信息：",
+        "最终信息:",
+    ] {
         if let Some(i) = said.rfind(m) {
             return said[i + m.len()..].trim();
         }
@@ -447,11 +535,25 @@ fn labels(
     a_en: &'static str,
     a_zh: &'static str,
 ) -> (String, String) {
-    let sep = |s: &str| if s.ends_with(' ') || s.ends_with('：') { String::new() } else if lang == "zh" { "：".into() } else { ": ".into() };
+    let sep = |s: &str| {
+        if s.ends_with(' ') || s.ends_with('：') {
+            String::new()
+        } else if lang == "zh" {
+            "：".into()
+        } else {
+            ": ".into()
+        }
+    };
     if lang == "zh" {
-        (format!("{q_zh}{}", sep(q_zh)), format!("{a_zh}{}", sep(a_zh)))
+        (
+            format!("{q_zh}{}", sep(q_zh)),
+            format!("{a_zh}{}", sep(a_zh)),
+        )
     } else {
-        (format!("{q_en}{}", sep(q_en)), format!("{a_en}{}", sep(a_en)))
+        (
+            format!("{q_en}{}", sep(q_en)),
+            format!("{a_en}{}", sep(a_en)),
+        )
     }
 }
 
@@ -459,7 +561,10 @@ fn labels(
 fn score_of(v: &Value) -> Result<i64, String> {
     let n = match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.split('/').next().and_then(|s| s.trim().parse::<f64>().ok()),
+        Value::String(s) => s
+            .split('/')
+            .next()
+            .and_then(|s| s.trim().parse::<f64>().ok()),
         _ => None,
     }
     .ok_or_else(|| format!("score {v} is not a number"))?;
@@ -589,14 +694,22 @@ pub fn sentences(text: &str) -> Vec<String> {
 /// fifth of its first 2,000 characters are CJK.
 pub fn detect_lang(language: Option<&str>, text: &str) -> &'static str {
     if let Some(l) = language.map(str::trim).filter(|l| !l.is_empty()) {
-        return if l.to_lowercase().starts_with("zh") { "zh" } else { "en" };
+        return if l.to_lowercase().starts_with("zh") {
+            "zh"
+        } else {
+            "en"
+        };
     }
     let (mut cjk, mut all) = (0usize, 0usize);
     for c in text.chars().filter(|c| !c.is_whitespace()).take(2000) {
         all += 1;
         cjk += openseek_udfs::is_cjk(c) as usize;
     }
-    if all > 0 && cjk * 5 >= all { "zh" } else { "en" }
+    if all > 0 && cjk * 5 >= all {
+        "zh"
+    } else {
+        "en"
+    }
 }
 
 #[cfg(test)]
@@ -616,7 +729,10 @@ mod tests {
         assert_eq!(final_answer("think\nFinal answer: 42").unwrap().1, "42");
         assert_eq!(final_answer("推理……\n最终答案：长安").unwrap().1, "长安");
         assert!(final_answer("Final answer:").is_none());
-        assert_eq!(information("Final information: whales are mammals."), "whales are mammals.");
+        assert_eq!(
+            information("Final information: whales are mammals."),
+            "whales are mammals."
+        );
         assert_eq!(information("just text"), "just text");
     }
 
@@ -633,10 +749,16 @@ mod tests {
     #[test]
     fn segments_must_be_ordered_and_within_the_document() {
         assert_eq!(
-            segment_ranges(&json!({"segments": [{"start": 1, "end": 3}, {"start": 5, "end": 6}]}), 6),
+            segment_ranges(
+                &json!({"segments": [{"start": 1, "end": 3}, {"start": 5, "end": 6}]}),
+                6
+            ),
             Ok(vec![(1, 3), (5, 6)])
         );
-        assert_eq!(segment_ranges(&json!([[1, 2], [3, 4]]), 4), Ok(vec![(1, 2), (3, 4)]));
+        assert_eq!(
+            segment_ranges(&json!([[1, 2], [3, 4]]), 4),
+            Ok(vec![(1, 2), (3, 4)])
+        );
         assert!(segment_ranges(&json!({"segments": [{"start": 1, "end": 7}]}), 6).is_err());
         assert!(segment_ranges(&json!({"segments": [[2, 3], [3, 4]]}), 6).is_err());
         assert!(segment_ranges(&json!({"segments": []}), 6).is_err());
@@ -646,12 +768,22 @@ mod tests {
     fn sentences_split_in_both_languages_and_truncation_keeps_characters_whole() {
         assert_eq!(
             sentences("Dr. Smith came. He left!\n中文句子。第二句？ end"),
-            vec!["Dr.", "Smith came.", "He left!", "中文句子。", "第二句？", "end"]
+            vec![
+                "Dr.",
+                "Smith came.",
+                "He left!",
+                "中文句子。",
+                "第二句？",
+                "end"
+            ]
         );
         let t = "光合作用".repeat(10);
         assert_eq!(truncate(&t, 5), "光合作用光");
         assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("line one\nline two is long", 20), "line one\nline two is");
+        assert_eq!(
+            truncate("line one\nline two is long", 20),
+            "line one\nline two is"
+        );
         assert_eq!(detect_lang(None, "光合作用把光能转化为化学能 energy"), "zh");
         assert_eq!(detect_lang(Some("zh-Hans"), "text"), "zh");
         assert_eq!(detect_lang(None, "plain English text"), "en");

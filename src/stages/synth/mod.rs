@@ -71,7 +71,7 @@ pub struct SynthesisSummary {
     /// Tokens of the answers taken from the cache.
     pub cached_prompt_tokens: u64,
     pub cached_completion_tokens: u64,
-    /// Rows made (new rows, or annotated documents).
+    /// Rows the model made (new rows, or annotated documents; not the rows `where:` passed on).
     pub rows_made: u64,
     /// `cot_rag`: searches of the index.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -105,6 +105,8 @@ struct Shared {
     rejects: Mutex<Option<PartWriter>>,
     report: Mutex<StageReport>,
     done: Arc<AtomicU64>,
+    /// Rows the model made (not those passed on).
+    made: AtomicU64,
     finished: Mutex<Option<f64>>,
 }
 
@@ -192,7 +194,10 @@ pub fn plan(
     let index_plan = match &opts.index {
         Some(source) if opts.method == options::Method::CotRag => {
             let spec = index_source(source, base)?;
-            Some((spec.clone(), run_dir.join("rag_index").join(index_name(&spec))))
+            Some((
+                spec.clone(),
+                run_dir.join("rag_index").join(index_name(&spec)),
+            ))
         }
         _ => None,
     };
@@ -224,6 +229,7 @@ pub fn plan(
         rejects: Mutex::new(None),
         report: Mutex::new(StageReport::new(label)),
         done: progress.phase(format!("{label}: rows"), Some(n)),
+        made: AtomicU64::new(0),
         finished: Mutex::new(None),
     });
     let partition: Arc<dyn PartitionStream> = Arc::new(SynthPartition {
@@ -279,7 +285,7 @@ impl SynthRun {
             completion_tokens: get(&usage.completion_tokens),
             cached_prompt_tokens: get(&usage.cached_prompt_tokens),
             cached_completion_tokens: get(&usage.cached_completion_tokens),
-            rows_made: report.rows_out + report.rows_added,
+            rows_made: get(&shared.made),
             searches: get(&shared.ctx.searches),
             seconds,
             requests_per_second: requests as f64 / seconds.max(1e-9),
@@ -506,6 +512,7 @@ impl Shared {
                         anyhow::ensure!(!made.is_empty(), "a method made no row and no reject");
                         report.rows_out += 1;
                         report.rows_added += made.len() as u64 - 1;
+                        self.made.fetch_add(made.len() as u64, Ordering::Relaxed);
                         for p in made {
                             report.bytes_out += p.text.len() as u64;
                             rows.push((k, Some(p)));
@@ -532,9 +539,14 @@ impl Shared {
         if !rejects.is_empty() {
             let mut w = self.rejects.lock().expect("synth lock");
             if w.is_none() {
-                *w = Some(PartWriter::create_rejects(&self.rejects_path, &rejects_schema())?);
+                *w = Some(PartWriter::create_rejects(
+                    &self.rejects_path,
+                    &rejects_schema(),
+                )?);
             }
-            w.as_mut().expect("just made").write(&rejects.into_batch()?)?;
+            w.as_mut()
+                .expect("just made")
+                .write(&rejects.into_batch()?)?;
         }
         let annotates = self.ctx.opts.method.annotates();
         let added = methods::columns(&self.ctx.opts);
@@ -551,11 +563,18 @@ impl Shared {
         for field in self.schema.fields() {
             let name = field.name().as_str();
             if let Some(a) = added.iter().position(|a| a.name() == name) {
-                columns.push(cells_array(&added[a], rows.iter().map(|(_, p)| p.map(|p| &p.cells[a]))));
+                columns.push(cells_array(
+                    &added[a],
+                    rows.iter().map(|(_, p)| p.map(|p| &p.cells[a])),
+                ));
             } else if !annotates && name == "id" {
-                columns.push(strings(&|i, p| Some(p.map_or(&i.doc.id, |p| &p.id).clone())));
+                columns.push(strings(&|i, p| {
+                    Some(p.map_or(&i.doc.id, |p| &p.id).clone())
+                }));
             } else if !annotates && name == "text" {
-                columns.push(strings(&|i, p| Some(p.map_or(&i.doc.text, |p| &p.text).clone())));
+                columns.push(strings(&|i, p| {
+                    Some(p.map_or(&i.doc.text, |p| &p.text).clone())
+                }));
             } else if !annotates && name == SOURCE_ID_COL {
                 columns.push(strings(&|i, p| match p {
                     Some(_) => Some(i.source_id().to_string()),
@@ -600,7 +619,10 @@ fn index_source(source: &options::IndexSource, base: &Path) -> Result<crate::io:
 fn index_name(spec: &crate::io::SourceSpec) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(format!("{}|{:?}|{:?}", spec.text_column, spec.id_column, spec.format));
+    h.update(format!(
+        "{}|{:?}|{:?}",
+        spec.text_column, spec.id_column, spec.format
+    ));
     for f in &spec.files {
         h.update(f.to_string_lossy().as_bytes());
         h.update(f.metadata().map(|m| m.len()).unwrap_or(0).to_le_bytes());
@@ -618,10 +640,16 @@ async fn build_index(
 ) -> Result<rag_index::RagIndex> {
     if rag_index::RagIndex::is_complete(dir) {
         let dir = dir.to_path_buf();
-        return tokio::task::spawn_blocking(move || rag_index::RagIndex::open_or_build(&dir, std::iter::empty()))
-            .await?;
+        return tokio::task::spawn_blocking(move || {
+            rag_index::RagIndex::open_or_build(&dir, std::iter::empty())
+        })
+        .await?;
     }
-    tracing::info!("{label}: indexing {} file(s) into {}", source.files.len(), dir.display());
+    tracing::info!(
+        "{label}: indexing {} file(s) into {}",
+        source.files.len(),
+        dir.display()
+    );
     let table = crate::io::CorpusTable::try_new(
         source.clone(),
         Arc::new(crate::io::malformed::RejectBuffer::default()),
@@ -646,7 +674,10 @@ async fn build_index(
             .map(|i| (ids.value(i).to_string(), texts.value(i).to_string()))
             .collect();
         let tx = dtx.clone();
-        if tokio::task::spawn_blocking(move || tx.send(docs)).await?.is_err() {
+        if tokio::task::spawn_blocking(move || tx.send(docs))
+            .await?
+            .is_err()
+        {
             break;
         }
     }

@@ -111,6 +111,7 @@ const CLIENT: &[&str] = &[
     "max_retries",
     "backoff_s",
     "backoff_max_s",
+    "response_format",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,10 +167,7 @@ pub struct IndexSource {
 impl SynthOptions {
     pub fn parse(method: Method, opts: serde_norway::Value) -> Result<Self> {
         let serde_norway::Value::Mapping(map) = opts else {
-            bail!(
-                "{} needs at least `endpoint` and `model`",
-                method.name()
-            );
+            bail!("{} needs at least `endpoint` and `model`", method.name());
         };
         let mut client = serde_norway::Mapping::new();
         let mut own = serde_norway::Mapping::new();
@@ -342,7 +340,10 @@ mod tests {
             parse(Method::QaSimple, "{endpoint: e, model: m, column: x}").unwrap_err()
         );
         assert!(e.contains("does not take 'column'"), "{e}");
-        let e = format!("{:#}", parse(Method::QaSimple, "{endpoint: e}").unwrap_err());
+        let e = format!(
+            "{:#}",
+            parse(Method::QaSimple, "{endpoint: e}").unwrap_err()
+        );
         assert!(e.contains("model"), "{e}");
     }
 }

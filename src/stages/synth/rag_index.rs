@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
 use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
 use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument, Term};
 
@@ -43,7 +45,9 @@ fn schema() -> (Schema, Field, Field) {
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
     let text = b.add_text_field(
         "text",
-        TextOptions::default().set_indexing_options(indexing).set_stored(),
+        TextOptions::default()
+            .set_indexing_options(indexing)
+            .set_stored(),
     );
     (b.build(), id, text)
 }
@@ -192,11 +196,18 @@ impl Tokenizer for MixedTokenizer {
                     push(chars[start].0, end_of(i), c.to_string());
                 }
                 for j in start..i.saturating_sub(1) {
-                    push(chars[j].0, end_of(j + 2), text[chars[j].0..end_of(j + 2)].to_string());
+                    push(
+                        chars[j].0,
+                        end_of(j + 2),
+                        text[chars[j].0..end_of(j + 2)].to_string(),
+                    );
                 }
             } else if c.is_alphanumeric() {
                 let start = i;
-                while i < chars.len() && chars[i].1.is_alphanumeric() && !openseek_udfs::is_cjk(chars[i].1) {
+                while i < chars.len()
+                    && chars[i].1.is_alphanumeric()
+                    && !openseek_udfs::is_cjk(chars[i].1)
+                {
                     i += 1;
                 }
                 let word = &text[chars[start].0..end_of(i)];
@@ -241,27 +252,57 @@ mod tests {
 
     #[test]
     fn words_and_cjk_bigrams() {
-        assert_eq!(terms("The Whale, 白鲸记。A 鲸"), vec!["the", "whale", "白鲸", "鲸记", "a", "鲸"]);
+        assert_eq!(
+            terms("The Whale, 白鲸记。A 鲸"),
+            vec!["the", "whale", "白鲸", "鲸记", "a", "鲸"]
+        );
     }
 
     #[test]
     fn finds_english_and_chinese_documents_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let docs = vec![
-            ("a".to_string(), "Photosynthesis turns light into chemical energy in plants.".to_string()),
-            ("b".to_string(), "The harpooneer threw his iron at the white whale.".to_string()),
-            ("c".to_string(), "光合作用是植物利用光能制造有机物的过程。".to_string()),
-            ("d".to_string(), "人民日报报道了春节期间的铁路运输情况。".to_string()),
+            (
+                "a".to_string(),
+                "Photosynthesis turns light into chemical energy in plants.".to_string(),
+            ),
+            (
+                "b".to_string(),
+                "The harpooneer threw his iron at the white whale.".to_string(),
+            ),
+            (
+                "c".to_string(),
+                "光合作用是植物利用光能制造有机物的过程。".to_string(),
+            ),
+            (
+                "d".to_string(),
+                "人民日报报道了春节期间的铁路运输情况。".to_string(),
+            ),
         ];
         let path = dir.path().join("idx");
         let index = RagIndex::open_or_build(&path, docs.clone().into_iter().map(Ok)).unwrap();
         assert_eq!(index.documents, 4);
-        assert_eq!(index.search("how do plants make energy from light?", 2).unwrap()[0].id, "a");
+        assert_eq!(
+            index
+                .search("how do plants make energy from light?", 2)
+                .unwrap()[0]
+                .id,
+            "a"
+        );
         assert_eq!(index.search("植物的光合作用", 2).unwrap()[0].id, "c");
-        assert_eq!(index.search("whale (harpoon) AND \"iron", 1).unwrap()[0].id, "b");
+        assert_eq!(
+            index.search("whale (harpoon) AND \"iron", 1).unwrap()[0].id,
+            "b"
+        );
         drop(index);
         // Reopened without the documents.
         let again = RagIndex::open_or_build(&path, std::iter::empty()).unwrap();
-        assert_eq!((again.documents, again.search("铁路", 1).unwrap()[0].id.as_str()), (4, "d"));
+        assert_eq!(
+            (
+                again.documents,
+                again.search("铁路", 1).unwrap()[0].id.as_str()
+            ),
+            (4, "d")
+        );
     }
 }
