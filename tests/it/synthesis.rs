@@ -957,3 +957,43 @@ async fn json_schema_mode_sends_each_stage_s_schema_and_rag_sends_its_stop_marke
         Some(serde_json::json!(["<|end_search_query|>"]))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_routed_by_language_keep_each_other_s_values() {
+    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
+        content: good_answer(&hit.prompt).to_string(),
+        length: false,
+    });
+    let docs: Vec<_> = sample_docs().into_iter().step_by(37).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &docs);
+    let yaml = synth_yaml(
+        &input,
+        &server.url,
+        "  - quality_annotate: {ENDPOINT, where: \"language = 'en'\", max_input_chars: 1000}\n  \
+         - quality_annotate: {ENDPOINT, where: \"language = 'zh'\", max_input_chars: 300}\n",
+    );
+    let r = run_lib(dir.path(), &yaml).await.unwrap();
+    let data = read_parquet_dir(&dir.path().join("out/data"));
+    assert_eq!(rows(&data), docs.len());
+    let texts: HashMap<String, String> = docs
+        .iter()
+        .map(|(i, t, _)| (i.clone(), t.clone()))
+        .collect();
+    let langs: HashMap<String, &str> = docs.iter().map(|(i, _, l)| (i.clone(), *l)).collect();
+    for (id, score) in strings(&data, "id")
+        .into_iter()
+        .zip(strings(&data, "quality_score"))
+    {
+        let id = id.unwrap();
+        let max = if langs[&id] == "en" { 1000 } else { 300 };
+        let shown = openseek::stages::synth::methods::truncate(&texts[&id], max);
+        assert_eq!(score, Some((shown.chars().count() % 6).to_string()), "{id}");
+    }
+    let made = |name: &str| stage(&r, name).synthesis.as_ref().unwrap().rows_made;
+    let en = langs.values().filter(|l| **l == "en").count() as u64;
+    assert_eq!(
+        (made("quality_annotate"), made("quality_annotate#2")),
+        (en, docs.len() as u64 - en)
+    );
+}

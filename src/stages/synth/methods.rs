@@ -103,7 +103,8 @@ pub fn columns(opts: &SynthOptions) -> Vec<Field> {
 
 /// The JSON schema of the answer `template` asks for, for endpoints that enforce it
 /// (`response_format: json_schema`); the stage still checks what it needs of the answer.
-fn schema_of(template: &str) -> Value {
+/// Lists are bounded (`maxItems`) so that constrained decoding cannot run on to `max_tokens`.
+fn schema_of(template: &str, opts: &SynthOptions) -> Value {
     let object = |properties: Value| {
         let required: Vec<&String> = properties.as_object().expect("an object").keys().collect();
         json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
@@ -119,11 +120,18 @@ fn schema_of(template: &str) -> Value {
             "difficulty": {"type": "string", "enum": ["basic", "intermediate", "advanced"]},
         })),
         "qa_simple" => object(json!({
-            "pairs": {"type": "array", "items": object(json!({"question": string, "answer": string}))},
+            "pairs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": opts.pairs,
+                "items": object(json!({"question": string, "answer": string})),
+            },
         })),
         "cot_segment" => object(json!({
             "segments": {
                 "type": "array",
+                "minItems": 1,
+                "maxItems": opts.max_segments,
                 "items": object(json!({"start": {"type": "integer"}, "end": {"type": "integer"}})),
             },
         })),
@@ -155,7 +163,7 @@ impl Ctx {
             .render(template, lang, &vars)
             .map_err(AskError::Fatal)?;
         let messages = [Message::user(prompt)];
-        let schema = schema_of(template);
+        let schema = schema_of(template, &self.opts);
         let ask = Ask {
             stop: &[],
             schema: Some((template, &schema)),
@@ -276,7 +284,8 @@ impl Ctx {
                     .filter_map(|p| {
                         let q = p.get("question")?.as_str()?.trim();
                         let a = p.get("answer")?.as_str()?.trim();
-                        (!q.is_empty() && !a.is_empty()).then(|| (q.to_string(), a.to_string()))
+                        (says_something(q) && says_something(a))
+                            .then(|| (q.to_string(), a.to_string()))
                     })
                     .collect();
                 if good.is_empty() {
@@ -574,11 +583,16 @@ fn score_of(v: &Value) -> Result<i64, String> {
     Ok(n as i64)
 }
 
+/// Whether `s` says something: a letter or digit, not only the template's placeholder ("...").
+fn says_something(s: &str) -> bool {
+    s.chars().any(char::is_alphanumeric)
+}
+
 fn nonempty_str(v: &Value, key: &str) -> Result<String, String> {
     v.get(key)
         .and_then(Value::as_str)
         .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .filter(|s| says_something(s))
         .map(str::to_string)
         .ok_or_else(|| format!("no \"{key}\" text"))
 }
@@ -589,7 +603,7 @@ fn strings(v: &Value, key: &str) -> Result<Vec<String>, String> {
         .and_then(Value::as_array)
         .ok_or_else(|| format!("no \"{key}\" list"))?
         .iter()
-        .filter_map(|s| s.as_str().map(str::trim).filter(|s| !s.is_empty()))
+        .filter_map(|s| s.as_str().map(str::trim).filter(|s| says_something(s)))
         .map(str::to_string)
         .collect();
     if list.is_empty() {
@@ -734,6 +748,16 @@ mod tests {
             "whales are mammals."
         );
         assert_eq!(information("just text"), "just text");
+    }
+
+    #[test]
+    fn placeholders_are_not_answers() {
+        let v =
+            json!({"pairs": [{"question": "...", "answer": "..."}], "query": "……", "cot": "1. x"});
+        assert!(!says_something("..."));
+        assert!(says_something("光"));
+        assert!(nonempty_str(&v, "query").is_err());
+        assert!(nonempty_str(&v, "cot").is_ok());
     }
 
     #[test]

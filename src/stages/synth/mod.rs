@@ -563,10 +563,26 @@ impl Shared {
         for field in self.schema.fields() {
             let name = field.name().as_str();
             if let Some(a) = added.iter().position(|a| a.name() == name) {
-                columns.push(cells_array(
-                    &added[a],
-                    rows.iter().map(|(_, p)| p.map(|p| &p.cells[a])),
-                ));
+                let made = cells_array(&added[a], rows.iter().map(|(_, p)| p.map(|p| &p.cells[a])));
+                // A row passed on keeps the value an earlier stage of the same kind gave it
+                // (`quality_annotate` for English rows, then for Chinese ones).
+                let kept = match self.input_schema.index_of(name) {
+                    Ok(idx) if rows.iter().any(|(_, p)| p.is_none()) => {
+                        let arrays: Vec<&dyn Array> =
+                            batches.iter().map(|b| b.column(idx).as_ref()).collect();
+                        let before = arrow::compute::interleave(&arrays, &picks)?;
+                        Some(arrow::compute::cast(&before, added[a].data_type())?)
+                    }
+                    _ => None,
+                };
+                columns.push(match kept {
+                    Some(before) => {
+                        let asked: arrow::array::BooleanArray =
+                            rows.iter().map(|(_, p)| Some(p.is_some())).collect();
+                        arrow::compute::kernels::zip::zip(&asked, &made, &before)?
+                    }
+                    None => made,
+                });
             } else if !annotates && name == "id" {
                 columns.push(strings(&|i, p| {
                     Some(p.map_or(&i.doc.id, |p| &p.id).clone())
