@@ -499,6 +499,10 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
     }
     let span = times.last().unwrap();
     let expected = (docs.len() - 2) as f64 * interval;
+    eprintln!(
+        "RPM 120: {} requests in {span:.3} s (the limit allows {expected:.3} s at the earliest)",
+        docs.len()
+    );
     assert!(
         (span - expected).abs() < 0.5,
         "paced to the limit: {span:.2} s vs {expected:.2} s"
@@ -529,6 +533,10 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
     let used = (syn.prompt_tokens + syn.completion_tokens) as f64;
     let largest = used / short.len() as f64 * 2.0;
     let allowed = 1000.0 + span * (60_000.0 - 1000.0) / 60.0 + largest;
+    eprintln!(
+        "TPM 60000: {used} tokens in {span:.3} s ({:.0} tokens/s; at most {allowed:.0} allowed)",
+        used / span
+    );
     assert!(used <= allowed, "{used} tokens in {span:.2} s");
     assert!(
         span > 1.0,
