@@ -1005,3 +1005,54 @@ async fn annotations_routed_by_language_keep_each_other_s_values() {
         (en, docs.len() as u64 - en)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_rag_without_a_final_answer_is_rejected_with_its_trace() {
+    // A model that never searches and never answers: every turn is talk.
+    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
+        content: if hit.prompt.contains("search tool") {
+            "I do not know.".into()
+        } else {
+            "Still thinking.".into()
+        },
+        length: false,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(
+        dir.path(),
+        &[
+            ("q1".into(), "Who hunts the whale?".into(), "en"),
+            ("q2".into(), "What is the Pequod?".into(), "en"),
+        ],
+    );
+    let yaml = synth_yaml(
+        &input,
+        &server.url,
+        &format!(
+            "  - cot_rag: {{ENDPOINT, index: {{path: {}, id: id}}, max_turns: 3}}\n",
+            root()
+                .join("data/sample/en/sample-en-000.parquet")
+                .display()
+        ),
+    );
+    let r = run_lib(dir.path(), &yaml).await.unwrap();
+    r.check().unwrap();
+    let out = dir.path().join("out");
+    assert_eq!(rows(&read_parquet_dir(&out.join("data"))), 0);
+    let rejects = read_parquet_dir(&out.join("rejects"));
+    assert_eq!(rows(&rejects), 2);
+    assert!(
+        strings(&rejects, "reason")
+            .iter()
+            .all(|r| r.as_deref() == Some("synthesis:cot_rag:unparseable"))
+    );
+    for d in strings(&rejects, "detail") {
+        let d = d.unwrap();
+        assert!(d.contains("no final answer after 3 turns"), "{d}");
+        assert!(
+            d.contains("I do not know.\nStill thinking.\nStill thinking."),
+            "the trace is kept: {d}"
+        );
+    }
+    assert_eq!(server.hits().len(), 6, "three turns each, no search");
+}
