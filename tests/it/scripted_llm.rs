@@ -108,6 +108,14 @@ impl ScriptedServer {
         }
     }
 
+    /// A server that answers every request with [`good_answer`].
+    pub fn answering_well(latency: Duration) -> Self {
+        Self::start(latency, |hit: &Hit| Reply::Content {
+            content: good_answer(&hit.prompt).to_string(),
+            length: false,
+        })
+    }
+
     pub fn hits(&self) -> Vec<Hit> {
         self.inner.hits.lock().unwrap().clone()
     }

@@ -464,10 +464,7 @@ async fn a_refused_request_is_a_reject_and_a_refused_key_stops_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_minute_and_tokens_per_minute_are_held() {
-    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server = ScriptedServer::answering_well(Duration::ZERO);
     let docs: Vec<_> = sample_docs().into_iter().step_by(31).take(14).collect();
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &docs);
@@ -511,10 +508,7 @@ async fn requests_per_minute_and_tokens_per_minute_are_held() {
     // Tokens: a request reserves its prompt's estimate plus the completion expected, and the usage
     // the endpoint reports corrects it. At 60,000 a minute (1,000 at once, then ~983 a second), the
     // tokens used never run ahead of the burst plus the rate, plus the one request that was let go.
-    let server2 = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server2 = ScriptedServer::answering_well(Duration::ZERO);
     let dir2 = tempfile::tempdir().unwrap();
     let short: Vec<_> = docs[..10]
         .iter()
@@ -700,10 +694,7 @@ fn a_killed_run_resends_only_the_missing_requests_and_the_key_is_never_written()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_in_flight_reach_ninety_percent_of_the_ideal_rate_within_the_limit() {
     let latency = Duration::from_millis(200);
-    let server = ScriptedServer::start(latency, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server = ScriptedServer::answering_well(latency);
     let docs = sample_docs();
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &docs);
@@ -750,10 +741,7 @@ async fn sixty_four_in_flight_reach_ninety_percent_of_the_ideal_rate_within_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_build_a_taxonomy_and_route_documents_to_qa_or_cot() {
-    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server = ScriptedServer::answering_well(Duration::ZERO);
     let docs: Vec<_> = sample_docs()
         .into_iter()
         .filter(|(_, t, _)| sentences(t).len() > 3 && t.chars().count() < 12_000)
@@ -828,10 +816,7 @@ async fn tags_build_a_taxonomy_and_route_documents_to_qa_or_cot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cot_rag_searches_the_local_index_and_injects_what_it_found() {
-    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server = ScriptedServer::answering_well(Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let instructions: Vec<(String, String, &str)> = vec![
         (
@@ -902,10 +887,7 @@ async fn cot_rag_searches_the_local_index_and_injects_what_it_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_schema_mode_sends_each_stage_s_schema_and_rag_sends_its_stop_marker() {
-    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server = ScriptedServer::answering_well(Duration::ZERO);
     let docs: Vec<_> = sample_docs().into_iter().step_by(50).take(4).collect();
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &docs);
@@ -934,10 +916,7 @@ async fn json_schema_mode_sends_each_stage_s_schema_and_rag_sends_its_stop_marke
         assert_eq!(schema["properties"]["score"]["type"], "integer");
     }
     // cot_rag stops generation at the end-of-query marker.
-    let rag_server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let rag_server = ScriptedServer::answering_well(Duration::ZERO);
     let rag_dir = tempfile::tempdir().unwrap();
     let input = write_input(
         rag_dir.path(),
@@ -968,10 +947,7 @@ async fn json_schema_mode_sends_each_stage_s_schema_and_rag_sends_its_stop_marke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_routed_by_language_keep_each_other_s_values() {
-    let server = ScriptedServer::start(Duration::ZERO, |hit: &Hit| Reply::Content {
-        content: good_answer(&hit.prompt).to_string(),
-        length: false,
-    });
+    let server = ScriptedServer::answering_well(Duration::ZERO);
     let docs: Vec<_> = sample_docs().into_iter().step_by(37).collect();
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path(), &docs);
