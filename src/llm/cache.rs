@@ -97,6 +97,17 @@ impl ResponseCache {
             .create(true)
             .open(path)
             .with_context(|| format!("opening the response cache {}", path.display()))?;
+        // One writer at a time: two processes appending would each index the other's lines at the
+        // wrong offsets. A shared `cache:` is shared between runs one after the other.
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => anyhow::anyhow!(
+                "the response cache {} is in use by another openseek run",
+                path.display()
+            ),
+            std::fs::TryLockError::Error(e) => {
+                anyhow::Error::new(e).context(format!("locking {}", path.display()))
+            }
+        })?;
         let mut index = HashMap::new();
         let mut end = 0u64;
         let mut reader = BufReader::new(&mut file);
@@ -174,6 +185,12 @@ impl ResponseCache {
         let record: Record = serde_json::from_slice(&buf).with_context(|| {
             format!("{}: a record at byte {}", self.path.display(), span.offset)
         })?;
+        anyhow::ensure!(
+            record.key == key.hex(),
+            "{}: the record at byte {} is not the one indexed there (was the file changed?)",
+            self.path.display(),
+            span.offset
+        );
         Ok(Some(CachedResponse {
             content: record.response.into_owned(),
             prompt_tokens: record.prompt_tokens,

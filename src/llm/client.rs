@@ -215,6 +215,8 @@ pub struct LlmClient {
     /// The completion tokens a request is expected to use, for the tokens-per-minute reservation:
     /// a running mean of what the endpoint reported (`max_tokens / 2` before the first answer).
     expected_completion: AtomicU64,
+    /// Requests the endpoint answered (2xx) in this run.
+    answered: AtomicU64,
 }
 
 /// rustls needs a process-wide crypto provider before the first client is built.
@@ -266,7 +268,13 @@ impl LlmClient {
             inflight: std::sync::Mutex::new(HashMap::new()),
             usage: Usage::default(),
             expected_completion: AtomicU64::new(u64::from(config.max_tokens / 2)),
+            answered: AtomicU64::new(0),
         })
+    }
+
+    /// Requests the endpoint answered in this run, or the cache did.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed) + self.usage.cached.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &LlmConfig {
@@ -320,6 +328,14 @@ impl LlmClient {
         let sent = std::sync::atomic::AtomicBool::new(false);
         let result = cell
             .get_or_try_init(|| async {
+                // Stored meanwhile by an identical request that finished before this one began.
+                if let Some(stored) = self
+                    .cache
+                    .get(&key)
+                    .map_err(|e| LlmError::Other(format!("{e:#}")))?
+                {
+                    return Ok(stored);
+                }
                 sent.store(true, Ordering::Relaxed);
                 let mut response = self.send(messages, stop, format).await?;
                 // Never store the key, should an endpoint echo it back.
@@ -333,9 +349,8 @@ impl LlmClient {
             })
             .await
             .cloned();
-        if result.is_ok() {
-            self.inflight.lock().expect("inflight lock").remove(&key);
-        }
+        // Later identical requests find the answer in the cache (or ask again after a failure).
+        self.inflight.lock().expect("inflight lock").remove(&key);
         let response = result?;
         if sent.load(Ordering::Relaxed) {
             Ok(Answer {
@@ -402,17 +417,21 @@ impl LlmClient {
             let result = self.client.chat().create(request.clone()).await;
             match result {
                 Ok(r) => {
-                    let (prompt, completion) = r
+                    let usage = r
                         .usage
                         .as_ref()
-                        .map(|u| (u64::from(u.prompt_tokens), u64::from(u.completion_tokens)))
-                        .unwrap_or((0, 0));
-                    if let Some(p) = &self.tpm {
-                        p.adjust((prompt + completion) as i64 - estimate as i64);
+                        .map(|u| (u64::from(u.prompt_tokens), u64::from(u.completion_tokens)));
+                    // Without reported usage the reservation stands as it was estimated.
+                    let (prompt, completion) = usage.unwrap_or((0, 0));
+                    if usage.is_some() {
+                        if let Some(p) = &self.tpm {
+                            p.adjust((prompt + completion) as i64 - estimate as i64);
+                        }
+                        let mean = self.expected_completion.load(Ordering::Relaxed);
+                        self.expected_completion
+                            .store((mean * 7 + completion).div_ceil(8), Ordering::Relaxed);
                     }
-                    let mean = self.expected_completion.load(Ordering::Relaxed);
-                    self.expected_completion
-                        .store((mean * 7 + completion).div_ceil(8), Ordering::Relaxed);
+                    self.answered.fetch_add(1, Ordering::Relaxed);
                     self.usage
                         .prompt_tokens
                         .fetch_add(prompt, Ordering::Relaxed);

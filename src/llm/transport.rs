@@ -54,9 +54,13 @@ impl std::error::Error for HttpFailure {}
 impl HttpFailure {
     /// Whether another attempt may succeed: rate limits, server errors, timeouts and broken
     /// connections. 408 (request timeout) and 409 (conflict, which some gateways send under load) too.
+    /// A `Retry-After` given as an HTTP date is not read (APIs send seconds); the backoff applies.
     pub fn retryable(&self) -> bool {
         match self.kind {
-            FailureKind::Status(s) => matches!(s, 408 | 409 | 425 | 429) || s >= 500,
+            // 501 (not implemented) and 505 (HTTP version) will not change on another attempt.
+            FailureKind::Status(s) => {
+                matches!(s, 408 | 409 | 425 | 429) || (s >= 500 && !matches!(s, 501 | 505))
+            }
             FailureKind::Timeout | FailureKind::Connection => true,
             FailureKind::Other => false,
         }

@@ -915,18 +915,22 @@ fn prepare_dir(
     let identity_path = out.join("_run.json");
     if fresh && out.exists() {
         // Only a run directory (or an empty one) is ever deleted: a mistaken --output must not cost data.
-        let empty = std::fs::read_dir(out)?.next().is_none();
+        let empty = !std::fs::read_dir(out)?
+            .filter_map(|e| e.ok())
+            .any(|e| !KEPT_BY_FRESH.contains(&e.file_name().to_string_lossy().as_ref()));
         if !identity_path.exists() && !empty {
             bail!(
                 "{} is not an openseek run directory (no _run.json): refusing to delete it with --fresh",
                 out.display()
             );
         }
-        // Everything but the LLM responses, which were paid for: a synthesis stage's cache is keyed
-        // by the request, so a fresh run asks again only what it asks differently.
+        // Everything but what KEPT_BY_FRESH names.
         for entry in std::fs::read_dir(out)? {
             let path = entry?.path();
-            if path.file_name().is_some_and(|n| n == "llm_cache") {
+            if path
+                .file_name()
+                .is_some_and(|n| KEPT_BY_FRESH.contains(&n.to_string_lossy().as_ref()))
+            {
                 continue;
             }
             if path.is_dir() {
@@ -953,7 +957,7 @@ fn prepare_dir(
     } else if out.exists()
         && std::fs::read_dir(out)?
             .filter_map(|e| e.ok())
-            .any(|e| e.file_name() != "llm_cache")
+            .any(|e| !KEPT_BY_FRESH.contains(&e.file_name().to_string_lossy().as_ref()))
     {
         bail!(
             "{} exists and is not an openseek run directory; use --fresh to replace it",
@@ -976,6 +980,11 @@ fn prepare_dir(
     }
     Ok(None)
 }
+
+/// What `--fresh` keeps of a run directory: the LLM responses, which were paid for (a synthesis
+/// stage's cache is keyed by the request, so a fresh run asks again only what it asks differently),
+/// and `cot_rag`'s indexes (named by their documents' files, so a changed input gets a new one).
+const KEPT_BY_FRESH: &[&str] = &["llm_cache", "rag_index"];
 
 fn remove_temporaries(dir: &Path) -> Result<()> {
     if !dir.exists() {

@@ -77,6 +77,8 @@ pub struct Domain {
 pub struct Topic {
     pub name: String,
     pub key: String,
+    /// Documents naming the topic, summed over its spellings: a document that names it in two
+    /// spellings counts twice.
     pub documents: u64,
     pub aliases: BTreeMap<String, u64>,
 }
@@ -144,8 +146,8 @@ pub async fn write_taxonomy(
         .await?;
     let by_topic = ctx
         .sql(&format!(
-            "SELECT domain, topic, count(*) AS n FROM \
-             (SELECT {d} AS domain, unnest({t}) AS topic FROM {table} WHERE {d} IS NOT NULL) \
+            "SELECT domain, topic, count(DISTINCT id) AS n FROM \
+             (SELECT id, {d} AS domain, unnest({t}) AS topic FROM {table} WHERE {d} IS NOT NULL) \
              WHERE topic IS NOT NULL GROUP BY 1, 2"
         ))
         .await?

@@ -22,7 +22,8 @@ pub struct Hit {
     /// The last user message.
     pub prompt: String,
     pub authorization: Option<String>,
-    /// How many times this exact prompt had been sent before (0 for the first).
+    /// How many times this prompt had been sent before (0 for the first), the note of a request
+    /// asked again after an invalid answer aside (see [`base_prompt`]).
     pub nth: usize,
     /// The request's `response_format`, if any.
     pub response_format: Option<Value>,
@@ -149,7 +150,7 @@ async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
         .to_string();
     let nth = {
         let mut seen = inner.seen.lock().unwrap();
-        let n = seen.entry(prompt.clone()).or_insert(0);
+        let n = seen.entry(base_prompt(&prompt).to_string()).or_insert(0);
         *n += 1;
         *n - 1
     };
@@ -222,6 +223,17 @@ async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
                 .unwrap()
         }
     }
+}
+
+/// A prompt without the note that a stage adds when it asks again after an invalid answer.
+pub fn base_prompt(prompt: &str) -> &str {
+    [
+        "\n\n(Your previous answer could not be read",
+        "\n\n（上一次的回答无法读取",
+    ]
+    .iter()
+    .find_map(|m| prompt.find(m))
+    .map_or(prompt, |i| &prompt[..i])
 }
 
 /// The text between `<<<` and `>>>` of a prompt (the document).

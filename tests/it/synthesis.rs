@@ -5,7 +5,7 @@
 //! The documents are the bundled samples' (real English and Chinese text), so these run everywhere.
 
 use crate::common;
-use crate::scripted_llm::{Hit, Reply, ScriptedServer, document_of, good_answer};
+use crate::scripted_llm::{Hit, Reply, ScriptedServer, base_prompt, document_of, good_answer};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
@@ -282,10 +282,17 @@ async fn every_method_parses_good_fenced_talkative_and_truncated_answers_and_rej
         assert_eq!(syn.retries, 0);
         let _ = hits;
     }
+    // An invalid answer is asked for again with a note saying what was wrong.
+    assert!(server.hits().iter().any(|h| {
+        h.prompt
+            .contains("(Your previous answer could not be read: no JSON value in the response")
+    }));
     // Every prompt the server was sent more than once was a truncated or garbage one.
     let mut per_prompt: HashMap<String, usize> = HashMap::new();
     for h in server.hits() {
-        *per_prompt.entry(h.prompt).or_default() += 1;
+        *per_prompt
+            .entry(base_prompt(&h.prompt).to_string())
+            .or_default() += 1;
     }
     for (prompt, n) in per_prompt {
         let v = key_of(&prompt).map(|k| variant_of_key(&k));
@@ -1031,4 +1038,34 @@ async fn cot_rag_without_a_final_answer_is_rejected_with_its_trace() {
         );
     }
     assert_eq!(server.hits().len(), 6, "three turns each, no search");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_option_the_endpoint_refuses_stops_the_run_instead_of_rejecting_everything() {
+    let server = ScriptedServer::start(Duration::ZERO, |_: &Hit| Reply::Status {
+        code: 400,
+        body:
+            r#"{"error": {"message": "response_format json_schema is not supported", "code": 400}}"#
+                .into(),
+        retry_after: None,
+    });
+    let docs: Vec<_> = sample_docs().into_iter().step_by(20).take(30).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &docs);
+    let yaml = synth_yaml(
+        &input,
+        &server.url,
+        "  - quality_annotate: {ENDPOINT, response_format: json_schema, max_concurrency: 2}\n",
+    );
+    let e = format!("{:#}", run_lib(dir.path(), &yaml).await.unwrap_err());
+    assert!(
+        e.contains("refused the first") && e.contains("answered none"),
+        "{e}"
+    );
+    assert!(e.contains("json_schema is not supported"), "{e}");
+    assert!(
+        server.hits().len() < docs.len(),
+        "stopped early: {}",
+        server.hits().len()
+    );
 }

@@ -5,6 +5,8 @@
 //! again as a new request up to `parse_retries` times, then the document is rejected as
 //! `synthesis:<stage>:unparseable` with the last raw text kept for inspection.
 
+use std::sync::atomic::Ordering;
+
 use arrow::datatypes::{DataType, Field};
 use serde_json::{Value, json};
 
@@ -13,6 +15,9 @@ use super::rag_index::RagIndex;
 use crate::llm::client::{Ask, LlmClient, LlmError, Message};
 use crate::llm::parse::{Unparseable, extract_json};
 use crate::llm::prompts::Prompts;
+
+/// Refusals (400, 413, 422) before any answer that stop a run as misconfigured.
+const REFUSALS_BEFORE_ANY_ANSWER: u64 = 8;
 
 const BEGIN_QUERY: &str = "<|begin_search_query|>";
 const END_QUERY: &str = "<|end_search_query|>";
@@ -67,6 +72,8 @@ pub struct Ctx {
     pub index: std::sync::OnceLock<RagIndex>,
     /// `cot_rag`: searches made.
     pub searches: std::sync::atomic::AtomicU64,
+    /// Requests the endpoint refused (400, 413, 422).
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 /// The columns a method adds.
@@ -162,7 +169,6 @@ impl Ctx {
             .prompts
             .render(template, lang, &vars)
             .map_err(AskError::Fatal)?;
-        let messages = [Message::user(prompt)];
         let schema = schema_of(template, &self.opts);
         let ask = Ask {
             stop: &[],
@@ -170,7 +176,25 @@ impl Ctx {
         };
         let mut last = (String::new(), String::new());
         for attempt in 0..=self.opts.parse_retries {
-            let answer = self.client.ask(&messages, ask, attempt).await?;
+            // Asked again, the prompt says what was wrong: at temperature 0 the same request would
+            // most likely get the same answer.
+            let prompt = if attempt == 0 {
+                prompt.clone()
+            } else if lang == "zh" {
+                format!(
+                    "{prompt}\n\n（上一次的回答无法读取：{}。请只输出所要求的 JSON。）",
+                    last.0
+                )
+            } else {
+                format!(
+                    "{prompt}\n\n(Your previous answer could not be read: {}. Answer with the JSON only.)",
+                    last.0
+                )
+            };
+            let answer = self
+                .client
+                .ask(&[Message::user(prompt)], ask, attempt)
+                .await?;
             let raw = &answer.response.content;
             let why = match extract_json(after_thinking(raw)) {
                 Ok(v) => match check(&v) {
@@ -205,10 +229,23 @@ impl Ctx {
                 reason: self.unparseable(),
                 detail: format!("{why}; response: {raw}"),
             }),
-            Err(AskError::Llm(e)) if e.is_per_request() => Ok(Outcome::Reject {
-                reason: format!("synthesis:{}:refused", self.label),
-                detail: e.to_string(),
-            }),
+            Err(AskError::Llm(e)) if e.is_per_request() => {
+                // A 400 may be this document's (too long for the context) or the stage's (an
+                // option the endpoint does not take): the latter refuses every request, so
+                // refusals before any answer stop the run instead of rejecting the whole input.
+                let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if refused >= REFUSALS_BEFORE_ANY_ANSWER && self.client.answered() == 0 {
+                    return Err(anyhow::anyhow!(
+                        "{}: the endpoint refused the first {refused} requests and answered none; \
+                         check the stage's options (the last: {e})",
+                        self.label
+                    ));
+                }
+                Ok(Outcome::Reject {
+                    reason: format!("synthesis:{}:refused", self.label),
+                    detail: e.to_string(),
+                })
+            }
             Err(AskError::Llm(e)) => {
                 Err(anyhow::anyhow!("{}: document {}: {e}", self.label, doc.id))
             }
@@ -291,7 +328,10 @@ impl Ctx {
                 if good.is_empty() {
                     return Err("no pair with a question and an answer".into());
                 }
-                Ok(good)
+                Ok(good
+                    .into_iter()
+                    .take(self.opts.pairs as usize)
+                    .collect::<Vec<_>>())
             })
             .await?;
         let (q_label, a_label) = labels(doc.lang, "Question", "问题", "Answer", "答案");
@@ -417,7 +457,18 @@ impl Ctx {
                 stop: &stop,
                 schema: None,
             };
-            let said = self.client.ask(&messages, ask, 0).await?.response.content;
+            let answer = self.client.ask(&messages, ask, 0).await?.response;
+            let mut said = answer.content.as_str();
+            // An endpoint that ignores `stop` goes on past the query (and may invent results):
+            // what follows the end marker is not the model's to say.
+            if let Some(q) = said.find(BEGIN_QUERY)
+                && let Some(end) = said[q..].find(END_QUERY)
+            {
+                said = &said[..q + end];
+            } else if answer.truncated && said.contains(BEGIN_QUERY) {
+                // Cut off by max_tokens inside a query: not a query to search.
+                said = &said[..said.rfind(BEGIN_QUERY).expect("contains")];
+            }
             let said = said.trim_end();
             let before = trace.len();
             trace.push_str(said);
@@ -460,7 +511,8 @@ impl Ctx {
                     .collect();
                 let vars = json!({
                     "instruction": instruction,
-                    "reasoning": &trace[..before],
+                    // Everything before this query, this turn's reasoning included.
+                    "reasoning": &trace[..before + query_at.expect("a query")],
                     "query": q,
                     "documents": documents,
                 });

@@ -60,7 +60,8 @@ pub struct SynthesisSummary {
     pub model: String,
     /// HTTP requests sent this run, retries included.
     pub requests: u64,
-    /// Requests answered from the cache (paid for by an earlier run).
+    /// Requests answered without being sent: from the cache (paid for by an earlier run), or by an
+    /// identical request of this run that was in flight.
     pub cached: u64,
     pub retries: u64,
     /// Responses that failed validation (asked again, or rejected at the last attempt).
@@ -223,6 +224,7 @@ pub fn plan(
             invalid: AtomicU64::new(0),
             index: std::sync::OnceLock::new(),
             searches: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         },
         keep_text,
         rejects_path: rejects_path.to_path_buf(),
@@ -675,12 +677,30 @@ async fn build_index(
         .read_table(Arc::new(table))?
         .select_columns(&["id", "text"])?;
     let mut stream = df.execute_stream().await?;
-    // Batches of documents through a small bounded channel: the reader waits for the indexer.
-    let (dtx, drx) = std::sync::mpsc::sync_channel::<Vec<(String, String)>>(2);
+    // Batches of documents through a small bounded channel: the reader waits for the indexer. The
+    // last message says the input ended; without it (an error, a cancelled stage) the indexer fails
+    // instead of marking a partial index complete.
+    let (dtx, drx) = std::sync::mpsc::sync_channel::<Option<Vec<(String, String)>>>(2);
     let dir_owned = dir.to_path_buf();
     let builder = tokio::task::spawn_blocking(move || {
-        rag_index::RagIndex::open_or_build(&dir_owned, drx.into_iter().flatten().map(Ok))
+        let ended = std::cell::Cell::new(false);
+        let docs = drx
+            .iter()
+            .map_while(|m| {
+                ended.set(m.is_none());
+                m
+            })
+            .flatten()
+            .map(Ok)
+            .chain(std::iter::from_fn(|| {
+                (!ended.get()).then(|| Err(anyhow::anyhow!("the documents to index ended early")))
+            }));
+        rag_index::RagIndex::open_or_build(&dir_owned, docs)
     });
+    let send = |m: Option<Vec<(String, String)>>| {
+        let tx = dtx.clone();
+        tokio::task::spawn_blocking(move || tx.send(m))
+    };
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
@@ -689,14 +709,11 @@ async fn build_index(
         let docs: Vec<(String, String)> = (0..batch.num_rows())
             .map(|i| (ids.value(i).to_string(), texts.value(i).to_string()))
             .collect();
-        let tx = dtx.clone();
-        if tokio::task::spawn_blocking(move || tx.send(docs))
-            .await?
-            .is_err()
-        {
+        if send(Some(docs)).await?.is_err() {
             break;
         }
     }
+    let _ = send(None).await?;
     drop(dtx);
     let index = builder.await??;
     tracing::info!("{label}: index of {} documents ready", index.documents);

@@ -98,7 +98,9 @@ impl RagIndex {
             }
             writer.commit()?;
             writer.wait_merging_threads()?;
-            std::fs::write(&complete, serde_json::json!({ "documents": n }).to_string())?;
+            let tmp = crate::io::writer::temp_name(&complete);
+            std::fs::write(&tmp, serde_json::json!({ "documents": n }).to_string())?;
+            std::fs::rename(&tmp, &complete)?;
             (index, n)
         };
         register(&index);
@@ -139,7 +141,9 @@ impl RagIndex {
             .collect();
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
+        // More than `k`, so that ties at the cut are broken by id, not by the order in which the
+        // documents were indexed (which a rebuild may change).
+        let top = searcher.search(&query, &TopDocs::with_limit(k + 16).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());
         for (score, address) in top {
             let doc: TantivyDocument = searcher.doc(address)?;
@@ -155,6 +159,8 @@ impl RagIndex {
                 score,
             });
         }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        out.truncate(k);
         Ok(out)
     }
 }
