@@ -215,6 +215,8 @@ pub struct LlmClient {
     /// The completion tokens a request is expected to use, for the tokens-per-minute reservation:
     /// a running mean of what the endpoint reported (`max_tokens / 2` before the first answer).
     expected_completion: AtomicU64,
+    /// Prompt bytes a token (an f64's bits), a running mean of what the endpoint reported.
+    bytes_per_token: AtomicU64,
     /// Requests the endpoint answered (2xx) in this run.
     answered: AtomicU64,
 }
@@ -268,6 +270,7 @@ impl LlmClient {
             inflight: std::sync::Mutex::new(HashMap::new()),
             usage: Usage::default(),
             expected_completion: AtomicU64::new(u64::from(config.max_tokens / 2)),
+            bytes_per_token: AtomicU64::new(3f64.to_bits()),
             answered: AtomicU64::new(0),
         })
     }
@@ -397,13 +400,14 @@ impl LlmClient {
     ) -> Result<CachedResponse, LlmError> {
         let _slot = self.slots.acquire().await.expect("never closed");
         let request = self.request(messages, stop, format);
-        // ~4 bytes a token in English, ~3 in Chinese: the reservation is corrected by the usage the
-        // endpoint reports. Reserving `max_tokens` for the completion would pace a run far below
-        // its limit, since waiters cannot gain from corrections made after they were scheduled.
-        let estimate = messages
-            .iter()
-            .map(|m| m.content.len() as u64 / 3 + 4)
-            .sum::<u64>()
+        // The prompt's tokens at the bytes-a-token ratio the endpoint's usage has shown so far (3 to
+        // start: ~4 in English, ~3 in Chinese), plus the mean completion; the reservation is
+        // corrected by the usage reported. Reserving `max_tokens` for the completion would pace a
+        // run far below its limit, since waiters cannot gain from corrections made after they were
+        // scheduled.
+        let prompt_bytes: u64 = messages.iter().map(|m| m.content.len() as u64 + 16).sum();
+        let per_token = f64::from_bits(self.bytes_per_token.load(Ordering::Relaxed));
+        let estimate = (prompt_bytes as f64 / per_token).ceil() as u64
             + self.expected_completion.load(Ordering::Relaxed);
         let mut attempt = 0u32;
         loop {
@@ -426,6 +430,13 @@ impl LlmClient {
                     if usage.is_some() {
                         if let Some(p) = &self.tpm {
                             p.adjust((prompt + completion) as i64 - estimate as i64);
+                        }
+                        if prompt > 0 {
+                            let seen = prompt_bytes as f64 / prompt as f64;
+                            let mean = f64::from_bits(self.bytes_per_token.load(Ordering::Relaxed));
+                            let mean = (mean * 7.0 + seen.clamp(0.5, 16.0)) / 8.0;
+                            self.bytes_per_token
+                                .store(mean.to_bits(), Ordering::Relaxed);
                         }
                         let mean = self.expected_completion.load(Ordering::Relaxed);
                         self.expected_completion

@@ -4,7 +4,7 @@
 //! Providers state limits per minute but enforce them over shorter intervals (OpenAI: "60,000 rpm may
 //! be enforced as 1,000 requests per second"), so a limiter that lets a minute's worth through at once
 //! gets 429s. This is the generic cell rate algorithm: each reservation moves a theoretical arrival time
-//! forward by its units' share of the rate, and waits until that time is within the burst. The rate is
+//! forward by its units' share of the rate, and is admitted once that time is within the burst. The rate is
 //! `(limit - burst) / 60 s`, so that no 60-second window holds more than `limit`, burst included.
 //! By hand rather than `governor`: tokens-per-minute needs a reservation that is corrected afterwards
 //! (a response's tokens are known only when it arrives), which governor cannot refund, and its clock
@@ -23,6 +23,8 @@ pub struct Pacer {
     burst: f64,
     /// The theoretical arrival time: when the units reserved so far would all have been spent.
     tat: Mutex<Option<Instant>>,
+    /// Wakes the waiters when units are given back.
+    returned: tokio::sync::Notify,
 }
 
 impl Pacer {
@@ -38,23 +40,39 @@ impl Pacer {
             interval: Duration::from_secs_f64(60.0 / rate_units),
             burst,
             tat: Mutex::new(None),
+            returned: tokio::sync::Notify::new(),
         })
     }
 
-    /// Waits until `units` may be spent, and reserves them.
+    /// Waits until `units` may be spent, and reserves them. The reservation is made when it is
+    /// admitted, not when the wait begins, so that what is given back meanwhile (`adjust`) shortens
+    /// the wait of everyone waiting.
     pub async fn acquire(&self, units: u64) {
-        let ready = {
-            let mut tat = self.tat.lock().expect("pacer lock");
-            let now = Instant::now();
-            let start = tat.map_or(now, |t| t.max(now));
-            let new_tat = start + self.interval.mul_f64(units as f64);
-            *tat = Some(new_tat);
-            // Allowed once the reservation lies within the burst of now.
-            new_tat
-                .checked_sub(self.interval.mul_f64(self.burst))
-                .unwrap_or(now)
-        };
-        tokio::time::sleep_until(ready).await;
+        loop {
+            let notified = self.returned.notified();
+            let wait = {
+                let mut tat = self.tat.lock().expect("pacer lock");
+                let now = Instant::now();
+                let start = tat.map_or(now, |t| t.max(now));
+                let new_tat = start + self.interval.mul_f64(units as f64);
+                // Admitted once the reservation lies within the burst of now.
+                let ready = new_tat
+                    .checked_sub(self.interval.mul_f64(self.burst))
+                    .unwrap_or(now);
+                // More units than the burst can never fit within it: they go when nothing is
+                // pending, and those after them wait for their share of the rate.
+                let idle = tat.is_none_or(|t| t <= now);
+                if ready <= now || (units as f64 >= self.burst && idle) {
+                    *tat = Some(new_tat);
+                    return;
+                }
+                ready - now
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = notified => {}
+            }
+        }
     }
 
     /// Corrects an earlier reservation by `delta` units: positive when more were spent than
@@ -69,6 +87,9 @@ impl Pacer {
             // Never earlier than now: unused units are not banked beyond the burst.
             t.checked_sub(shift).unwrap_or(t).max(Instant::now())
         });
+        if delta < 0 {
+            self.returned.notify_waiters();
+        }
     }
 }
 
@@ -114,11 +135,16 @@ mod tests {
         // 60,000 a minute: 1,000 at once, then ~1 ms each.
         let pacer = Pacer::per_minute(60_000).unwrap();
         let start = Instant::now();
-        pacer.acquire(1500).await; // waits for 500 units, ~0.5 s
-        pacer.adjust(-1400); // only 100 were used
-        pacer.acquire(1000).await; // without the refund: until 1,500 units, ~1.5 s
+        pacer.acquire(1500).await; // more than the burst: goes at once, the rate owes 1,500
+        assert!(start.elapsed().as_secs_f64() < 0.05);
+        pacer.acquire(1).await; // waits for the 500 beyond the burst, ~0.5 s
         let waited = start.elapsed().as_secs_f64();
-        assert!((0.5..1.0).contains(&waited), "{waited}");
+        assert!((0.45..1.0).contains(&waited), "{waited}");
+        pacer.adjust(-1400); // only 100 of the 1,500 were used
+        let start = Instant::now();
+        pacer.acquire(1000).await; // without the refund: ~1 s more
+        let waited = start.elapsed().as_secs_f64();
+        assert!(waited < 0.3, "{waited}");
     }
 
     #[test]
