@@ -318,13 +318,15 @@ async fn run_segments(
                     keep_text,
                     !final_seg,
                 )?;
+                // The previous segment's checkpoint, which a corpus stage reads.
+                let prev = out_dir.join("_stages").join((j - 1).to_string());
                 if let StageKind::MinhashDedup(options) = &stages[sql_idx].kind {
                     let label = &stages[sql_idx].label;
                     let run = crate::stages::minhash_dedup::plan(
                         engine,
                         options,
                         label,
-                        &out_dir.join("_stages").join((j - 1).to_string()),
+                        &prev,
                         &out_dir.join("_stages").join(format!("{j}-minhash")),
                         keep_text,
                         &out_dir
@@ -336,21 +338,13 @@ async fn run_segments(
                     .with_context(|| format!("stage {label}"))?;
                     let (sinks, timers) =
                         stream_segment(engine, run.df.clone(), &row_stages, &new_part).await?;
-                    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
-                    if entered != run.report.rows_out {
-                        bail!(
-                            "{label}: decided to keep {} rows but {entered} came out; this is a bug",
-                            run.report.rows_out
-                        );
-                    }
                     let report = run.report.clone();
                     let dedup_rejects = run.finish()?;
                     progress.end_phase();
-                    let marker = finish_task(
+                    let marker = finish_corpus_task(
                         sinks,
                         timers,
-                        None,
-                        Some(report),
+                        report,
                         dedup_rejects.into_iter().collect(),
                         &marker_path,
                     )?;
@@ -363,7 +357,7 @@ async fn run_segments(
                         engine,
                         options,
                         label,
-                        &out_dir.join("_stages").join((j - 1).to_string()),
+                        &prev,
                         (base, out_dir),
                         progress,
                     )
@@ -373,14 +367,12 @@ async fn run_segments(
                     progress.end_phase();
                     let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
                     let report = run.finish()?;
-                    let marker =
-                        finish_task(sinks, timers, None, Some(report), vec![], &marker_path)?;
+                    let marker = finish_corpus_task(sinks, timers, report, vec![], &marker_path)?;
                     markers.push((final_seg, marker));
                     continue;
                 }
                 if let StageKind::TagTaxonomy(options) = &stages[sql_idx].kind {
                     let label = &stages[sql_idx].label;
-                    let prev = out_dir.join("_stages").join((j - 1).to_string());
                     register_dir(engine, "__os_tagged", &prev).await?;
                     let input = engine.ctx.table("__os_tagged").await?;
                     let report = crate::stages::tag_taxonomy::write_taxonomy(
@@ -395,15 +387,7 @@ async fn run_segments(
                     let (sinks, timers) =
                         stream_segment(engine, input, &row_stages, &new_part).await?;
                     let _ = engine.ctx.deregister_table("__os_tagged");
-                    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
-                    if entered != report.rows_out {
-                        bail!(
-                            "{label}: counted {} rows but {entered} came out; this is a bug",
-                            report.rows_out
-                        );
-                    }
-                    let marker =
-                        finish_task(sinks, timers, None, Some(report), vec![], &marker_path)?;
+                    let marker = finish_corpus_task(sinks, timers, report, vec![], &marker_path)?;
                     markers.push((final_seg, marker));
                     continue;
                 }
@@ -413,7 +397,7 @@ async fn run_segments(
                         engine,
                         options,
                         label,
-                        &out_dir.join("_stages").join((j - 1).to_string()),
+                        &prev,
                         (base, out_dir),
                         keep_text,
                         &out_dir
@@ -427,18 +411,10 @@ async fn run_segments(
                     progress.end_phase();
                     let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
                     let (report, rejects) = run.finish()?;
-                    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
-                    if entered != report.rows_out + report.rows_added {
-                        bail!(
-                            "{label}: made {} rows but {entered} came out; this is a bug",
-                            report.rows_out + report.rows_added
-                        );
-                    }
-                    let marker = finish_task(
+                    let marker = finish_corpus_task(
                         sinks,
                         timers,
-                        None,
-                        Some(report),
+                        report,
                         rejects.into_iter().collect(),
                         &marker_path,
                     )?;
@@ -449,7 +425,6 @@ async fn run_segments(
                     unreachable!("sql segment")
                 };
                 let label = &stages[sql_idx].label;
-                let prev = out_dir.join("_stages").join((j - 1).to_string());
                 register_dir(engine, "input", &prev).await?;
                 let input = engine.ctx.table("input").await?;
                 let (rows_in, bytes_in) = count_rows_bytes(input.clone()).await?;
@@ -704,6 +679,26 @@ fn without_round_robin(df: DataFrame) -> DataFrame {
         .with_config(config)
         .build();
     DataFrame::new(state, plan)
+}
+
+/// The marker of a corpus stage's task, once the rows that came out of the stage are checked against
+/// the rows it says it gave (kept plus made).
+fn finish_corpus_task(
+    sinks: Vec<SegmentSink>,
+    timers: Vec<Arc<AtomicU64>>,
+    report: StageReport,
+    rejects: Vec<PartInfo>,
+    marker_path: &Path,
+) -> Result<TaskMarker> {
+    let entered: u64 = sinks.iter().map(|s| s.rows_entered).sum();
+    let gave = report.rows_out + report.rows_added;
+    if entered != gave {
+        bail!(
+            "{}: gave {gave} rows but {entered} came out; this is a bug",
+            report.name
+        );
+    }
+    finish_task(sinks, timers, None, Some(report), rejects, marker_path)
 }
 
 fn finish_task(

@@ -334,7 +334,7 @@ impl Ctx {
                     .collect::<Vec<_>>())
             })
             .await?;
-        let (q_label, a_label) = labels(doc.lang, "Question", "问题", "Answer", "答案");
+        let (q_label, a_label) = labels(doc.lang);
         Ok(checked.map(|pairs| {
             pairs
                 .into_iter()
@@ -401,7 +401,7 @@ impl Ctx {
                 Ok((text_or_steps(v, "cot")?, nonempty_str(v, "answer")?))
             })
             .await?;
-        let (q_label, a_label) = labels(doc.lang, "Question: ", "问题：", "Answer: ", "答案：");
+        let (q_label, a_label) = labels(doc.lang);
         Ok(checked.map(|(cot, answer)| {
             vec![Produced {
                 id: format!("{}/fwd", doc.id),
@@ -589,32 +589,12 @@ impl From<LlmError> for AskError {
     }
 }
 
-fn labels(
-    lang: &str,
-    q_en: &'static str,
-    q_zh: &'static str,
-    a_en: &'static str,
-    a_zh: &'static str,
-) -> (String, String) {
-    let sep = |s: &str| {
-        if s.ends_with(' ') || s.ends_with('：') {
-            String::new()
-        } else if lang == "zh" {
-            "：".into()
-        } else {
-            ": ".into()
-        }
-    };
+/// The labels of a question and its answer in a made row's text.
+fn labels(lang: &str) -> (&'static str, &'static str) {
     if lang == "zh" {
-        (
-            format!("{q_zh}{}", sep(q_zh)),
-            format!("{a_zh}{}", sep(a_zh)),
-        )
+        ("问题：", "答案：")
     } else {
-        (
-            format!("{q_en}{}", sep(q_en)),
-            format!("{a_en}{}", sep(a_en)),
-        )
+        ("Question: ", "Answer: ")
     }
 }
 

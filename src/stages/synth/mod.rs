@@ -130,15 +130,9 @@ pub fn plan(
     rejects_path: &Path,
     progress: &Progress,
 ) -> Result<SynthRun> {
-    let prompts = match &opts.prompts {
-        Some(dir) => Prompts::new(&base.join(dir))?,
-        None => Prompts::bundled(),
-    };
-    for t in opts.method.templates() {
-        for lang in ["en", "zh"] {
-            prompts.source(t, lang)?;
-        }
-    }
+    let prompts = prompts_of(opts, base)?;
+    // Every template the stage renders is there, in both languages, before anything is asked.
+    sources_of(&prompts, opts)?;
     let cache_dir = match &opts.cache {
         Some(dir) => base.join(dir),
         None => run_dir.join("llm_cache"),
@@ -245,10 +239,19 @@ pub fn plan(
 
 /// The fingerprint inputs of a stage: its templates' sources, so that an edited prompt is a new run.
 pub fn template_sources(opts: &SynthOptions, base: &Path) -> Result<Vec<String>> {
-    let prompts = match &opts.prompts {
-        Some(dir) => Prompts::new(&base.join(dir))?,
-        None => Prompts::bundled(),
-    };
+    sources_of(&prompts_of(opts, base)?, opts)
+}
+
+/// The stage's templates: its `prompts:` directory over the bundled ones.
+fn prompts_of(opts: &SynthOptions, base: &Path) -> Result<Prompts> {
+    match &opts.prompts {
+        Some(dir) => Prompts::new(&base.join(dir)),
+        None => Ok(Prompts::bundled()),
+    }
+}
+
+/// The sources of the templates the stage renders, in both languages.
+fn sources_of(prompts: &Prompts, opts: &SynthOptions) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for t in opts.method.templates() {
         for lang in ["en", "zh"] {

@@ -235,87 +235,54 @@ impl SynthOptions {
     }
 }
 
+/// A stage's own options, with their defaults.
 #[derive(Deserialize)]
+#[serde(default)]
 struct Own {
-    #[serde(default, rename = "where")]
+    #[serde(rename = "where")]
     where_: Option<String>,
-    #[serde(default)]
     index: Option<IndexSource>,
-    #[serde(default = "text")]
     instruction_column: String,
-    #[serde(default = "five")]
     max_searches: u32,
-    #[serde(default = "eight32")]
     max_turns: u32,
-    #[serde(default = "three_usize")]
     top_k: usize,
-    #[serde(default = "fifteen_hundred")]
     doc_chars: usize,
-    #[serde(default = "auto")]
     lang: String,
-    #[serde(default = "language")]
     lang_column: String,
-    #[serde(default)]
     prompts: Option<String>,
-    #[serde(default)]
     cache: Option<String>,
-    #[serde(default = "two")]
     parse_retries: u32,
-    #[serde(default = "twelve_thousand")]
     max_input_chars: usize,
-    #[serde(default = "quality_score")]
     column: String,
-    #[serde(default = "three")]
     pairs: u32,
-    #[serde(default = "eight")]
     max_segments: u32,
-    #[serde(default = "query")]
     query_column: String,
-    #[serde(default = "cot")]
     cot_column: String,
 }
 
-fn text() -> String {
-    "text".into()
-}
-fn five() -> u32 {
-    5
-}
-fn eight32() -> u32 {
-    8
-}
-fn three_usize() -> usize {
-    3
-}
-fn fifteen_hundred() -> usize {
-    1500
-}
-fn auto() -> String {
-    "auto".into()
-}
-fn language() -> String {
-    "language".into()
-}
-fn two() -> u32 {
-    2
-}
-fn three() -> u32 {
-    3
-}
-fn eight() -> u32 {
-    8
-}
-fn twelve_thousand() -> usize {
-    12_000
-}
-fn quality_score() -> String {
-    "quality_score".into()
-}
-fn query() -> String {
-    "query".into()
-}
-fn cot() -> String {
-    "cot".into()
+impl Default for Own {
+    fn default() -> Self {
+        Self {
+            where_: None,
+            index: None,
+            instruction_column: "text".into(),
+            max_searches: 5,
+            max_turns: 8,
+            top_k: 3,
+            doc_chars: 1500,
+            lang: "auto".into(),
+            lang_column: "language".into(),
+            prompts: None,
+            cache: None,
+            parse_retries: 2,
+            max_input_chars: 12_000,
+            column: "quality_score".into(),
+            pairs: 3,
+            max_segments: 8,
+            query_column: "query".into(),
+            cot_column: "cot".into(),
+        }
+    }
 }
 
 #[cfg(test)]
