@@ -472,10 +472,13 @@ impl Shared {
         let mut out = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let text = get(&texts, i).unwrap_or_default();
+            let routed = routed.as_ref().is_none_or(|r| r.value(i));
+            // Only rows that go to the model need their language.
             let lang = match opts.lang.as_str() {
                 "en" => "en",
                 "zh" => "zh",
-                _ => methods::detect_lang(value(&langs, i).as_deref(), &text),
+                _ if routed => methods::detect_lang(value(&langs, i).as_deref(), &text),
+                _ => "en",
             };
             out.push(Input {
                 batch: Arc::clone(&batch),
@@ -483,7 +486,7 @@ impl Shared {
                 bytes: text.len() as u64,
                 dataset: value(&datasets, i).unwrap_or_default(),
                 existing_source: value(&sources, i),
-                routed: routed.as_ref().is_none_or(|r| r.value(i)),
+                routed,
                 doc: Doc {
                     id: get(&ids, i).unwrap_or_default(),
                     text,
