@@ -3,6 +3,7 @@
 //! whole input through an LLM endpoint (synthesis).
 
 pub mod minhash_dedup;
+pub mod substring_dedup;
 pub mod synth;
 pub mod tag_taxonomy;
 pub mod tokenize;
