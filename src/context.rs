@@ -30,6 +30,10 @@ impl Engine {
         for udf in openseek_udfs::all_udfs(&lexicons) {
             ctx.register_udf(udf);
         }
+        ctx.register_udtf(
+            "repeated_spans",
+            Arc::new(crate::stages::substring_dedup::repeated_spans::RepeatedSpansFunc),
+        );
         Self { ctx, lexicons }
     }
 

@@ -26,6 +26,9 @@ pub struct StageReport {
     /// What a deduplication stage found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<DedupSummary>,
+    /// What a `substring_dedup` stage found and removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substring: Option<crate::stages::substring_dedup::SubstringSummary>,
     /// What a `tokenize` stage wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenize: Option<crate::stages::tokenize::TokenizeSummary>,
@@ -94,6 +97,9 @@ impl StageReport {
         }
         if self.tokenize.is_none() {
             self.tokenize = other.tokenize.clone();
+        }
+        if self.substring.is_none() {
+            self.substring = other.substring.clone();
         }
         if self.synthesis.is_none() {
             self.synthesis = other.synthesis.clone();
@@ -248,6 +254,28 @@ impl Report {
                     d.removed_by_index,
                     d.seconds_signatures,
                     d.seconds_clustering,
+                ));
+            }
+            if let Some(x) = &s.substring {
+                out.push_str(&format!(
+                    "\n{}: {} spans of {} {} or more removed ({} bytes, {}, snapped to {}) from {} documents, \
+                     {} left too short; {} symbols in {} part(s): join {:.1} s, suffix arrays {:.1} s, \
+                     merge {:.1} s, marking {:.1} s",
+                    s.name,
+                    x.duplicate_spans,
+                    x.min_length,
+                    x.unit,
+                    x.bytes_removed,
+                    x.policy,
+                    x.snap,
+                    x.documents_changed,
+                    x.documents_too_short,
+                    x.symbols,
+                    x.parts,
+                    x.seconds_join,
+                    x.seconds_suffix_arrays,
+                    x.seconds_merge,
+                    x.seconds_mark,
                 ));
             }
             if let Some(y) = &s.synthesis {

@@ -140,6 +140,7 @@ pub fn apply(
             }
             StageKind::Sql(_)
             | StageKind::MinhashDedup(_)
+            | StageKind::SubstringDedup(_)
             | StageKind::Tokenize(_)
             | StageKind::Synth(_)
             | StageKind::TagTaxonomy(_) => {

@@ -351,6 +351,38 @@ async fn run_segments(
                     markers.push((final_seg, marker));
                     continue;
                 }
+                if let StageKind::SubstringDedup(options) = &stages[sql_idx].kind {
+                    let label = &stages[sql_idx].label;
+                    let run = crate::stages::substring_dedup::plan(
+                        engine,
+                        options,
+                        label,
+                        &prev,
+                        &out_dir.join("_stages").join(format!("{j}-substring")),
+                        base,
+                        keep_text,
+                        &out_dir
+                            .join("rejects")
+                            .join(format!("{name}-substring.parquet")),
+                        progress,
+                    )
+                    .await
+                    .with_context(|| format!("stage {label}"))?;
+                    let streamed =
+                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await;
+                    progress.end_phase();
+                    let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
+                    let (report, rejects) = run.finish()?;
+                    let marker = finish_corpus_task(
+                        sinks,
+                        timers,
+                        report,
+                        rejects.into_iter().collect(),
+                        &marker_path,
+                    )?;
+                    markers.push((final_seg, marker));
+                    continue;
+                }
                 if let StageKind::Tokenize(options) = &stages[sql_idx].kind {
                     let label = &stages[sql_idx].label;
                     let run = crate::stages::tokenize::plan(
@@ -893,6 +925,13 @@ fn prepare_dir(
         }
         if let StageKind::Tokenize(o) = &s.kind {
             for f in crate::stages::tokenize::tokenizer::files(&o.tokenizer, base)? {
+                h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
+            }
+        }
+        if let StageKind::SubstringDedup(o) = &s.kind
+            && let Some(t) = &o.tokenizer
+        {
+            for f in crate::stages::tokenize::tokenizer::files(t, base)? {
                 h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
             }
         }

@@ -38,6 +38,8 @@ pub enum StageKind {
     Sql(String),
     /// Near-duplicate removal over all of the previous stage's rows.
     MinhashDedup(Box<crate::stages::minhash_dedup::options::MinhashDedupOptions>),
+    /// Exact-substring removal over all of the previous stage's rows.
+    SubstringDedup(Box<crate::stages::substring_dedup::options::SubstringDedupOptions>),
     /// Token shards of all of the previous stage's rows, in order.
     Tokenize(Box<crate::stages::tokenize::options::TokenizeOptions>),
     /// Rows of all of the previous stage's rows, made or annotated by an LLM.
@@ -53,6 +55,7 @@ impl StageKind {
             self,
             StageKind::Sql(_)
                 | StageKind::MinhashDedup(_)
+                | StageKind::SubstringDedup(_)
                 | StageKind::Tokenize(_)
                 | StageKind::Synth(_)
                 | StageKind::TagTaxonomy(_)
@@ -129,6 +132,8 @@ pub const STAGES: &[(&str, &[&str])] = &[
             "annotate",
         ],
     ),
+    // Checks its options itself (src/stages/substring_dedup/options.rs).
+    ("substring_dedup", &[]),
     (
         "tokenize",
         &[
@@ -208,6 +213,15 @@ fn parse_stage(name: &str, label: String, opts: serde_norway::Value, base: &Path
         return Ok(Stage {
             label,
             kind: StageKind::MinhashDedup(Box::new(options)),
+            where_: None,
+            lexicon_file: None,
+        });
+    }
+    if name == "substring_dedup" {
+        let options = crate::stages::substring_dedup::options::SubstringDedupOptions::parse(opts)?;
+        return Ok(Stage {
+            label,
+            kind: StageKind::SubstringDedup(Box::new(options)),
             where_: None,
             lexicon_file: None,
         });

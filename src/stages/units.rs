@@ -5,11 +5,17 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -150,4 +156,96 @@ where
         .into_iter()
         .map(|r| r.expect("every unit ran"))
         .collect())
+}
+
+/// What a corpus stage does to each batch of its input as the next stages stream its output.
+pub trait UnitBatches: Send + Sync + 'static {
+    /// The output's columns.
+    fn schema(&self) -> SchemaRef;
+    /// The rows of `batch` (documents `first`, `first + 1`, …) that go on, with the output's columns.
+    fn process(&self, batch: &RecordBatch, first: u64) -> Result<RecordBatch>;
+}
+
+/// `processor` over `units` as a DataFusion table of `partitions` streams, each taking the next unit
+/// when it is free (units differ in size).
+pub fn unit_table(
+    units: Vec<Unit>,
+    processor: Arc<dyn UnitBatches>,
+    partitions: usize,
+) -> Result<StreamingTable> {
+    let schema = processor.schema();
+    let queue = Arc::new(UnitQueue {
+        units,
+        next: AtomicUsize::new(0),
+        processor,
+    });
+    let partitions: Vec<Arc<dyn PartitionStream>> = (0..partitions.max(1))
+        .map(|_| {
+            Arc::new(UnitPartition {
+                queue: Arc::clone(&queue),
+                schema: Arc::clone(&schema),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    StreamingTable::try_new(schema, partitions).context("planning a corpus stage's output")
+}
+
+struct UnitQueue {
+    units: Vec<Unit>,
+    /// The next unit a partition takes.
+    next: AtomicUsize,
+    processor: Arc<dyn UnitBatches>,
+}
+
+struct UnitPartition {
+    queue: Arc<UnitQueue>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for UnitPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "corpus stage output over {} units",
+            self.queue.units.len()
+        )
+    }
+}
+
+impl PartitionStream for UnitPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let queue = Arc::clone(&self.queue);
+        let units = std::iter::from_fn({
+            let queue = Arc::clone(&queue);
+            move || {
+                let i = queue.next.fetch_add(1, Ordering::Relaxed);
+                queue.units.get(i).cloned()
+            }
+        });
+        let batches = units.flat_map(move |unit| {
+            let queue = Arc::clone(&queue);
+            let mut next = unit.first_doc;
+            let reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> =
+                match read_unit(&unit, None) {
+                    Ok(r) => Box::new(r),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                };
+            reader.map(move |batch| {
+                let batch = batch?;
+                let first = next;
+                next += batch.num_rows() as u64;
+                queue.processor.process(&batch, first)
+            })
+        });
+        let batches =
+            batches.map(|r| r.map_err(|e| datafusion::error::DataFusionError::External(e.into())));
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(batches),
+        ))
+    }
 }

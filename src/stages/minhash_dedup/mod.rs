@@ -26,8 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::DataFrame;
 use openseek_udfs::minhash::MinHasher;
 
@@ -36,10 +34,12 @@ use crate::io::table::POS_COL;
 use crate::progress::Progress;
 use crate::report::{DedupSummary, PartInfo, StageReport};
 use crate::stages::union_find::UnionFind;
-use crate::stages::units::{checkpoint_schema, doc_count, for_each_unit, plan_units, read_unit};
+use crate::stages::units::{
+    UnitBatches, checkpoint_schema, doc_count, for_each_unit, plan_units, read_unit, unit_table,
+};
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
 use options::MinhashDedupOptions;
-use output::{Decided, OutputPartition, REASON_INDEX, removal_reason};
+use output::{Decided, REASON_INDEX, removal_reason};
 
 /// A planned `minhash_dedup`: the decisions are made; `df` streams the rows that stay.
 pub struct MinhashRun {
@@ -282,7 +282,6 @@ pub async fn plan(
         .as_ref()
         .map(|(dir, ..)| dir.join("docs.parquet"));
     let decided = Arc::new(Decided::new(
-        units,
         clusters,
         facts.too_short,
         kept_ids,
@@ -291,19 +290,11 @@ pub async fn plan(
         label.to_string(),
         keep_text,
         &input_schema,
-        threads,
         rejects_path,
         index_docs_path,
         progress.phase(format!("{label}: output"), Some(n)),
     ));
-    let partitions: Vec<Arc<dyn PartitionStream>> = (0..threads)
-        .map(|_| {
-            Arc::new(OutputPartition {
-                decided: Arc::clone(&decided),
-            }) as Arc<dyn PartitionStream>
-        })
-        .collect();
-    let table = StreamingTable::try_new(Arc::clone(&decided.schema), partitions)
+    let table = unit_table(units, Arc::clone(&decided) as Arc<dyn UnitBatches>, threads)
         .context("planning the minhash_dedup output")?;
     let df = engine.ctx.read_table(Arc::new(table))?;
     Ok(MinhashRun {

@@ -5,23 +5,19 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder, UInt32Builder};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 
 use super::clusters::Clusters;
 use crate::io::writer::PartWriter;
 use crate::pipeline::sink::{RejectRows, rejects_schema};
 use crate::report::PartInfo;
-use crate::stages::units::{Unit, read_unit};
+use crate::stages::units::UnitBatches;
 
 pub const CLUSTER_COL: &str = "minhash_cluster";
 pub const CLUSTER_SIZE_COL: &str = "minhash_cluster_size";
@@ -60,7 +56,6 @@ pub fn removal_reason(
 
 /// Everything the output partitions share.
 pub struct Decided {
-    pub units: Vec<Unit>,
     pub clusters: Clusters,
     pub too_short: Vec<bool>,
     /// Ids of the kept documents of clusters of two or more.
@@ -72,9 +67,6 @@ pub struct Decided {
     pub label: String,
     pub keep_text: bool,
     pub schema: SchemaRef,
-    pub partitions: usize,
-    /// The next unit a partition takes: partitions share the units as they become free.
-    next_unit: AtomicUsize,
     rejects: Mutex<Option<PartWriter>>,
     rejects_path: PathBuf,
     index_docs: Mutex<Option<PartWriter>>,
@@ -83,16 +75,19 @@ pub struct Decided {
     rows_done: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for Decided {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "minhash_dedup output over {} units", self.units.len())
+impl UnitBatches for Decided {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn process(&self, batch: &RecordBatch, first: u64) -> Result<RecordBatch> {
+        self.process_batch(batch, first as u32)
     }
 }
 
 impl Decided {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        units: Vec<Unit>,
         clusters: Clusters,
         too_short: Vec<bool>,
         kept_ids: HashMap<u32, String>,
@@ -101,7 +96,6 @@ impl Decided {
         label: String,
         keep_text: bool,
         input_schema: &Schema,
-        partitions: usize,
         rejects_path: &Path,
         index_docs_path: Option<PathBuf>,
         rows_done: Arc<AtomicU64>,
@@ -119,7 +113,6 @@ impl Decided {
             false,
         )));
         Self {
-            units,
             clusters,
             too_short,
             kept_ids,
@@ -128,8 +121,6 @@ impl Decided {
             label,
             keep_text,
             schema: Arc::new(Schema::new(fields)),
-            partitions: partitions.max(1),
-            next_unit: AtomicUsize::new(0),
             rejects: Mutex::new(None),
             rejects_path: rejects_path.to_path_buf(),
             index_docs: Mutex::new(None),
@@ -169,7 +160,7 @@ impl Decided {
     }
 
     /// One batch of unit rows starting at document `first`: the rows that stay, annotated.
-    fn process(&self, batch: &RecordBatch, first: u32) -> Result<RecordBatch> {
+    fn process_batch(&self, batch: &RecordBatch, first: u32) -> Result<RecordBatch> {
         self.rows_done
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let schema = batch.schema();
@@ -290,49 +281,5 @@ impl Decided {
             }),
             None => None,
         })
-    }
-}
-
-/// One partition of the output: it streams the units it takes from the shared queue.
-#[derive(Debug)]
-pub struct OutputPartition {
-    pub decided: Arc<Decided>,
-}
-
-impl PartitionStream for OutputPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.decided.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let decided = Arc::clone(&self.decided);
-        let units = std::iter::from_fn({
-            let decided = Arc::clone(&decided);
-            move || {
-                let i = decided.next_unit.fetch_add(1, Ordering::Relaxed);
-                decided.units.get(i).cloned()
-            }
-        });
-        let batches = units.flat_map(move |unit| {
-            let decided = Arc::clone(&decided);
-            let mut next = unit.first_doc as u32;
-            let reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> =
-                match read_unit(&unit, None) {
-                    Ok(r) => Box::new(r),
-                    Err(e) => Box::new(std::iter::once(Err(e))),
-                };
-            reader.map(move |batch| {
-                let batch = batch?;
-                let first = next;
-                next += batch.num_rows() as u32;
-                decided.process(&batch, first)
-            })
-        });
-        let batches =
-            batches.map(|r| r.map_err(|e| datafusion::error::DataFusionError::External(e.into())));
-        Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.decided.schema),
-            futures::stream::iter(batches),
-        ))
     }
 }

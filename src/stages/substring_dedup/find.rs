@@ -29,6 +29,15 @@ pub enum Policy {
     RemoveAll,
 }
 
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::KeepFirst => "keep_first",
+            Policy::RemoveAll => "remove_all",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FindOptions {
     pub min_len: usize,
@@ -46,8 +55,21 @@ pub struct Span {
     pub end: u32,
 }
 
+/// The corpus as one sequence: each document followed by `sep`, which no document contains.
+#[derive(Clone, Copy)]
+pub struct Corpus<'a, T> {
+    pub text: &'a [T],
+    /// Each document's first position, then the text's length.
+    pub starts: &'a [u64],
+    pub sep: T,
+    /// Symbols (the separator included) are below this.
+    pub alphabet: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct Found {
+    /// Symbols indexed, separators included.
+    pub symbols: u64,
     /// In document order, then position; never overlapping or touching.
     pub spans: Vec<Span>,
     pub parts: usize,
@@ -74,19 +96,21 @@ pub fn plan_parts(starts: &[u64], max_len: usize) -> Vec<Range<usize>> {
     parts
 }
 
-/// The spans to remove from the documents of `text`, which `starts` delimits (each document is followed
-/// by `sep`, which no document contains; its symbols are below `alphabet`). `work_dir` holds the parts'
-/// suffix arrays while they merge.
+/// The spans to remove from the documents of `corpus`. `work_dir` holds the parts' suffix arrays while
+/// they merge.
 pub fn find_repeats<T: Symbol>(
-    text: &[T],
-    sep: T,
-    alphabet: u32,
-    starts: &[u64],
+    corpus: &Corpus<'_, T>,
     opts: &FindOptions,
     work_dir: &Path,
     progress: &Progress,
     label: &str,
 ) -> Result<Found> {
+    let Corpus {
+        text,
+        starts,
+        sep,
+        alphabet,
+    } = *corpus;
     let k = opts.min_len;
     if k == 0 {
         bail!("the minimum length must be at least 1");
@@ -101,6 +125,7 @@ pub fn find_repeats<T: Symbol>(
         .context("starting the substring_dedup threads")?;
     let parts = plan_parts(starts, opts.max_part_len);
     let mut found = Found {
+        symbols: text.len() as u64,
         parts: parts.len(),
         ..Found::default()
     };
@@ -390,17 +415,15 @@ mod tests {
                         max_part_len,
                         threads,
                     };
-                    let found = find_repeats(
-                        &text,
+                    let corpus = Corpus {
+                        text: &text,
+                        starts: &starts,
                         sep,
                         alphabet,
-                        &starts,
-                        &opts,
-                        dir.path(),
-                        &Progress::default(),
-                        "test",
-                    )
-                    .unwrap();
+                    };
+                    let found =
+                        find_repeats(&corpus, &opts, dir.path(), &Progress::default(), "test")
+                            .unwrap();
                     assert_eq!(
                         masks(docs.len(), &lens, &found.spans),
                         expected,

@@ -8,7 +8,7 @@
 //! document is framed by the template and appended to its group's [`ShardSetWriter`], whose prefixes
 //! appear only when complete.
 
-mod encoder;
+pub mod encoder;
 mod fast_split;
 pub mod options;
 pub mod template;
