@@ -5,6 +5,11 @@
 //! Bytes: each document's UTF-8 then 0xFF, a byte UTF-8 never holds. Tokens: each document's ids then
 //! one id past the vocabulary, and beside them each token's byte range in its document, so that spans
 //! found in tokens are removed as bytes.
+//!
+//! Documents are joined in corpus order, the order of the pipeline's input (sources, files by name,
+//! rows), by the position every row carries from its reader, so that `keep_first` keeps what came
+//! first in the input. The stage's input (a checkpoint written by parallel sinks) may hold them in
+//! another order: they are read in its order, on all cores, and then copied into corpus order.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -12,10 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow};
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, UInt64Type};
 use tokenizers::Tokenizer;
 
 use super::suffix_array::Symbol;
+use crate::io::table::POS_COL;
 use crate::stages::tokenize::encoder::{Encoder, encoder};
 use crate::stages::units::{Unit, for_each_unit, read_unit};
 
@@ -31,6 +37,8 @@ pub struct Joined<T: Symbol> {
     offsets: Option<memmap2::Mmap>,
     /// Text bytes of the documents (without separators).
     pub text_bytes: u64,
+    /// The input's number of each joined document, when the two orders differ.
+    pub input_doc: Option<Vec<u32>>,
 }
 
 impl<T: Symbol> Joined<T> {
@@ -78,6 +86,15 @@ struct Piece<T> {
     bytes: u64,
 }
 
+/// What [`join`] wrote.
+struct Written {
+    text: PathBuf,
+    offsets: Option<PathBuf>,
+    starts: Vec<u64>,
+    text_bytes: u64,
+    input_doc: Option<Vec<u32>>,
+}
+
 /// Writes the pieces of the units in order, `threads` units at a time.
 fn join<T: Symbol>(
     units: &[Unit],
@@ -86,10 +103,16 @@ fn join<T: Symbol>(
     done: &AtomicU64,
     with_offsets: bool,
     piece: impl Fn(&[&str]) -> Result<Piece<T>> + Sync,
-) -> Result<(PathBuf, Option<PathBuf>, Vec<u64>, u64)> {
+) -> Result<Written> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text_path = dir.join("text.bin");
-    let offsets_path = dir.join("offsets.bin");
+    let text_path = dir.join("input-order.bin");
+    let offsets_path = dir.join("input-order-offsets.bin");
+    let with_positions = units
+        .first()
+        .map(|u| checkpoint_has(u, POS_COL))
+        .transpose()?
+        .unwrap_or(false);
+    let mut positions: Vec<u64> = Vec::new();
     let create = |p: &Path| -> Result<BufWriter<std::fs::File>> {
         Ok(BufWriter::with_capacity(
             1 << 20,
@@ -106,19 +129,36 @@ fn join<T: Symbol>(
     let (mut pos, mut text_bytes) = (0u64, 0u64);
     // A window of units read at once bounds memory to a few units' text.
     for window in units.chunks(threads.max(1) * 2) {
+        let columns: &[&str] = if with_positions {
+            &["text", POS_COL]
+        } else {
+            &["text"]
+        };
         let pieces = for_each_unit(window, threads, |_, unit| {
             let mut texts: Vec<String> = Vec::new();
-            for batch in read_unit(unit, Some(&["text"]))? {
-                let column = arrow::compute::cast(batch?.column(0), &DataType::Utf8)?;
+            let mut unit_positions: Vec<u64> = Vec::new();
+            for batch in read_unit(unit, Some(columns))? {
+                let batch = batch?;
+                let column = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
                 let column = column.as_string::<i32>();
                 texts.extend((0..column.len()).map(|i| column.value(i).to_string()));
+                if with_positions {
+                    let p = batch
+                        .column(1)
+                        .as_primitive_opt::<UInt64Type>()
+                        .with_context(|| {
+                            format!("{POS_COL} is not UInt64 in {}", unit.file.display())
+                        })?;
+                    unit_positions.extend(p.values().iter().copied());
+                }
             }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let p = piece(&refs).with_context(|| format!("{}", unit.file.display()))?;
             done.fetch_add(refs.len() as u64, Ordering::Relaxed);
-            Ok(p)
+            Ok((p, unit_positions))
         })?;
-        for p in pieces {
+        for (p, unit_positions) in pieces {
+            positions.extend(unit_positions);
             text_out.write_all(as_bytes(&p.symbols))?;
             if let Some(o) = offsets_out.as_mut() {
                 o.write_all(as_bytes(&p.offsets))?;
@@ -132,15 +172,79 @@ fn join<T: Symbol>(
     }
     starts.push(pos);
     text_out.flush()?;
+    drop(text_out);
     if let Some(mut o) = offsets_out {
         o.flush()?;
     }
-    Ok((
-        text_path,
-        with_offsets.then_some(offsets_path),
+    let written = Written {
+        text: text_path,
+        offsets: with_offsets.then_some(offsets_path),
         starts,
         text_bytes,
-    ))
+        input_doc: None,
+    };
+    if positions.is_sorted() {
+        return Ok(written);
+    }
+    into_corpus_order::<T>(written, &positions, dir)
+}
+
+/// Whether the checkpoint file of `unit` has column `name`.
+fn checkpoint_has(unit: &Unit, name: &str) -> Result<bool> {
+    let file = std::fs::File::open(&unit.file)
+        .with_context(|| format!("opening {}", unit.file.display()))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading {}", unit.file.display()))?;
+    Ok(builder.schema().index_of(name).is_ok())
+}
+
+/// Copies the documents of `written` (in the input's order) into the order of `positions`.
+fn into_corpus_order<T: Symbol>(
+    written: Written,
+    positions: &[u64],
+    dir: &Path,
+) -> Result<Written> {
+    let mut order: Vec<u32> = (0..positions.len() as u32).collect();
+    order.sort_by_key(|&d| positions[d as usize]);
+    let from = map(&written.text)?;
+    let from: &[T] = cast(&from);
+    let old = &written.starts;
+    let mut starts = Vec::with_capacity(old.len());
+    let text_path = dir.join("text.bin");
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&text_path)?);
+    let mut at = 0u64;
+    for &d in &order {
+        let piece = &from[old[d as usize] as usize..old[d as usize + 1] as usize];
+        out.write_all(as_bytes(piece))?;
+        starts.push(at);
+        at += piece.len() as u64;
+    }
+    starts.push(at);
+    out.flush()?;
+    let offsets = match &written.offsets {
+        Some(path) => {
+            let from = map(path)?;
+            let from: &[u32] = cast(&from);
+            let offsets_path = dir.join("offsets.bin");
+            let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&offsets_path)?);
+            for &d in &order {
+                let (a, b) = (old[d as usize] as usize, old[d as usize + 1] as usize);
+                out.write_all(as_bytes(&from[2 * a..2 * b]))?;
+            }
+            out.flush()?;
+            let _ = std::fs::remove_file(path);
+            Some(offsets_path)
+        }
+        None => None,
+    };
+    let _ = std::fs::remove_file(&written.text);
+    Ok(Written {
+        text: text_path,
+        offsets,
+        starts,
+        text_bytes: written.text_bytes,
+        input_doc: Some(order),
+    })
 }
 
 /// The documents' bytes, each followed by 0xFF.
@@ -150,7 +254,7 @@ pub fn join_bytes(
     threads: usize,
     done: &AtomicU64,
 ) -> Result<Joined<u8>> {
-    let (text, _, starts, text_bytes) = join(units, dir, threads, done, false, |texts| {
+    let written = join(units, dir, threads, done, false, |texts| {
         let mut symbols = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
         let mut lens = Vec::with_capacity(texts.len());
         for t in texts {
@@ -166,12 +270,13 @@ pub fn join_bytes(
         })
     })?;
     Ok(Joined {
-        text: map(&text)?,
-        starts,
+        text: map(&written.text)?,
+        starts: written.starts,
         sep: 0xFF,
         alphabet: 256,
         offsets: None,
-        text_bytes,
+        text_bytes: written.text_bytes,
+        input_doc: written.input_doc,
     })
 }
 
@@ -185,7 +290,7 @@ pub fn join_tokens(
 ) -> Result<Joined<u32>> {
     let vocab = tokenizer.get_vocab_size(true) as u32;
     let encoder: Encoder = encoder(tokenizer)?;
-    let (text, offsets, starts, text_bytes) = join(units, dir, threads, done, true, |texts| {
+    let written = join(units, dir, threads, done, true, |texts| {
         let mut p = Piece {
             symbols: Vec::new(),
             lens: Vec::with_capacity(texts.len()),
@@ -214,11 +319,15 @@ pub fn join_tokens(
         Ok(p)
     })?;
     Ok(Joined {
-        text: map(&text)?,
-        starts,
+        text: map(&written.text)?,
+        starts: written.starts,
         sep: vocab,
         alphabet: vocab + 1,
-        offsets: Some(map(&offsets.expect("written with offsets"))?),
-        text_bytes,
+        offsets: Some(map(written
+            .offsets
+            .as_ref()
+            .expect("written with offsets"))?),
+        text_bytes: written.text_bytes,
+        input_doc: written.input_doc,
     })
 }

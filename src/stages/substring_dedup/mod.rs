@@ -151,18 +151,20 @@ pub async fn plan(
     };
     let t = Instant::now();
     let done = progress.phase(format!("{label}: joining the texts"), Some(n));
-    let (spans, found, text_bytes) = tokio::task::block_in_place(|| -> Result<_> {
+    let (spans, found, text_bytes, input_doc) = tokio::task::block_in_place(|| -> Result<_> {
         match unit {
             SymbolUnit::Bytes => {
-                let joined = join_bytes(&units, work_dir, threads, &done)?;
+                let mut joined = join_bytes(&units, work_dir, threads, &done)?;
                 summary.seconds_join = t.elapsed().as_secs_f64();
                 let (mut found, bytes) = find_in(&joined, &find_opts, work_dir, progress, label)?;
-                Ok((std::mem::take(&mut found.spans), found, bytes))
+                let spans = std::mem::take(&mut found.spans);
+                Ok((spans, found, bytes, joined.input_doc.take()))
             }
             SymbolUnit::Tokens => {
                 let name = opts.tokenizer.as_deref().expect("checked by parse");
                 let tokenizer = crate::stages::tokenize::tokenizer::load(name, base)?;
-                let joined = join_tokens(&units, work_dir, threads, &done, &tokenizer.tokenizer)?;
+                let mut joined =
+                    join_tokens(&units, work_dir, threads, &done, &tokenizer.tokenizer)?;
                 summary.seconds_join = t.elapsed().as_secs_f64();
                 let (mut found, bytes) = find_in(&joined, &find_opts, work_dir, progress, label)?;
                 // Token positions to byte ranges of the documents.
@@ -178,11 +180,26 @@ pub async fn plan(
                         })
                     })
                     .collect();
-                Ok((spans, found, bytes))
+                Ok((spans, found, bytes, joined.input_doc.take()))
             }
         }
     })
     .with_context(|| format!("stage {label}"))?;
+    // The spans by the input's document numbers, which the output pass streams in.
+    let spans = match input_doc {
+        Some(input_doc) => {
+            let mut spans: Vec<Span> = spans
+                .into_iter()
+                .map(|s| Span {
+                    doc: input_doc[s.doc as usize],
+                    ..s
+                })
+                .collect();
+            spans.sort_unstable();
+            spans
+        }
+        None => spans,
+    };
     // The joined text and the parts' arrays are no longer needed.
     let _ = std::fs::remove_dir_all(work_dir);
     summary.symbols = found.symbols;
@@ -207,6 +224,7 @@ pub async fn plan(
         spans,
         opts.snap()?,
         opts.min_words_after,
+        opts.annotate,
         label,
         keep_text,
         &input_schema,

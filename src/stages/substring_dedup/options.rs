@@ -49,6 +49,10 @@ pub struct SubstringDedupOptions {
     /// Documents that lost text and keep fewer words than this are rejected (OpenSeek: 35).
     #[serde(default = "default_min_words_after")]
     pub min_words_after: u64,
+    /// Keep every document whole and only add `substring_removed_bytes` and `substring_spans`: what
+    /// the stage would remove.
+    #[serde(default)]
+    pub annotate: bool,
     /// Memory for suffix arrays, in MiB: a corpus larger than fits is cut into parts that merge.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,

@@ -1,5 +1,7 @@
 //! Pass 3: the input streamed again as the stage's output. Each document loses its spans (snapped),
-//! gains `substring_removed_bytes`, and goes to the rejects if too few words are left.
+//! gains `substring_removed_bytes` and `substring_spans` (what was cut, in the original's bytes), and
+//! goes to the rejects if too few words are left. With `annotate` it keeps its text and only gains the
+//! columns: what the stage would do, to inspect first.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,10 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder, UInt64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, ListArray, RecordBatch, StringBuilder, StructArray,
+    UInt32Array, UInt64Builder,
 };
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use openseek_udfs::word_count::word_count;
 
 use super::find::Span;
@@ -22,6 +26,23 @@ use crate::report::PartInfo;
 use crate::stages::units::UnitBatches;
 
 pub const REMOVED_COL: &str = "substring_removed_bytes";
+/// The byte ranges `{start, end}` of the original text that were removed (or, with `annotate`, would be).
+pub const SPANS_COL: &str = "substring_spans";
+
+fn span_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("start", DataType::UInt32, false),
+        Field::new("end", DataType::UInt32, false),
+    ])
+}
+
+fn spans_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(span_fields()),
+        false,
+    )))
+}
 
 /// What the output pass counted, for the report.
 #[derive(Debug, Default)]
@@ -39,6 +60,8 @@ pub struct Removal {
     spans: Vec<Span>,
     snap: Snap,
     min_words_after: u64,
+    /// Keep every document whole; only say what would go.
+    annotate: bool,
     label: String,
     reason: String,
     keep_text: bool,
@@ -55,6 +78,7 @@ impl Removal {
         spans: Vec<Span>,
         snap: Snap,
         min_words_after: u64,
+        annotate: bool,
         label: &str,
         keep_text: bool,
         input_schema: &Schema,
@@ -64,7 +88,7 @@ impl Removal {
         let mut fields: Vec<_> = input_schema
             .fields()
             .iter()
-            .filter(|f| f.name() != REMOVED_COL)
+            .filter(|f| f.name() != REMOVED_COL && f.name() != SPANS_COL)
             .map(|f| {
                 if f.name() == "text" {
                     Arc::new(Field::new("text", DataType::Utf8, f.is_nullable()))
@@ -74,10 +98,12 @@ impl Removal {
             })
             .collect();
         fields.push(Arc::new(Field::new(REMOVED_COL, DataType::UInt64, false)));
+        fields.push(Arc::new(Field::new(SPANS_COL, spans_type(), false)));
         Self {
             spans,
             snap,
             min_words_after,
+            annotate,
             label: label.to_string(),
             reason: format!("{label}:too_short"),
             keep_text,
@@ -143,6 +169,9 @@ impl UnitBatches for Removal {
         let mut keep = Vec::with_capacity(n);
         let mut out_text = StringBuilder::with_capacity(n, texts.value_data().len());
         let mut removed = UInt64Builder::with_capacity(n);
+        // The kept rows' spans, as the list column's offsets and its starts and ends.
+        let (mut span_offsets, mut span_starts, mut span_ends) =
+            (vec![0i32], Vec::<u32>::new(), Vec::<u32>::new());
         let mut rejects = RejectRows::with_capacity(0);
         let (mut spans, mut bytes_removed, mut changed, mut bytes_out) = (0, 0, 0, 0);
         let mut cuts = Vec::new();
@@ -162,6 +191,7 @@ impl UnitBatches for Removal {
                     out_text.append_value(text);
                 }
                 removed.append_value(0);
+                span_offsets.push(span_starts.len() as i32);
                 bytes_out += text.len() as u64;
                 continue;
             }
@@ -171,7 +201,16 @@ impl UnitBatches for Removal {
             bytes_removed += gone;
             changed += 1;
             let words = word_count(&left) as u64;
-            if words < self.min_words_after {
+            if self.annotate || words >= self.min_words_after {
+                keep.push(true);
+                let kept = if self.annotate { text } else { &left };
+                out_text.append_value(kept);
+                removed.append_value(gone);
+                span_starts.extend(cuts.iter().map(|c| c.0 as u32));
+                span_ends.extend(cuts.iter().map(|c| c.1 as u32));
+                span_offsets.push(span_starts.len() as i32);
+                bytes_out += kept.len() as u64;
+            } else {
                 keep.push(false);
                 rejects.id.push(ids.value(i).to_string());
                 rejects.dataset.push(datasets.value(i).to_string());
@@ -186,11 +225,6 @@ impl UnitBatches for Removal {
                     cuts.len()
                 )));
                 rejects.text.push(self.keep_text.then(|| text.to_string()));
-            } else {
-                keep.push(true);
-                out_text.append_value(&left);
-                removed.append_value(gone);
-                bytes_out += left.len() as u64;
             }
         }
         let c = &self.counts;
@@ -212,7 +246,24 @@ impl UnitBatches for Removal {
             w.as_mut().expect("created").write(&rejects.into_batch()?)?;
         }
         let kept = filter_record_batch(batch, &BooleanArray::from(keep))?;
-        let (mut out_text, mut removed) = (Some(out_text.finish()), Some(removed.finish()));
+        let spans_array = ListArray::try_new(
+            Arc::new(Field::new("item", DataType::Struct(span_fields()), false)),
+            OffsetBuffer::new(span_offsets.into()),
+            Arc::new(StructArray::try_new(
+                span_fields(),
+                vec![
+                    Arc::new(UInt32Array::from(span_starts)),
+                    Arc::new(UInt32Array::from(span_ends)),
+                ],
+                None,
+            )?),
+            None,
+        )?;
+        let (mut out_text, mut removed, mut spans_array) = (
+            Some(out_text.finish()),
+            Some(removed.finish()),
+            Some(spans_array),
+        );
         let columns = self
             .schema
             .fields()
@@ -221,6 +272,7 @@ impl UnitBatches for Removal {
                 Ok(match f.name().as_str() {
                     "text" => Arc::new(out_text.take().expect("one text column")),
                     REMOVED_COL => Arc::new(removed.take().expect("one column")),
+                    SPANS_COL => Arc::new(spans_array.take().expect("one column")),
                     name => Arc::clone(kept.column(kept.schema().index_of(name)?)),
                 })
             })
