@@ -8,5 +8,6 @@ mod minhash;
 mod opencc_parity;
 mod pipelines;
 mod scripted_llm;
+mod substring;
 mod synthesis;
 mod tokenize;

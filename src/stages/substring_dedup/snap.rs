@@ -17,6 +17,9 @@ pub fn snap_span(text: &str, a: usize, b: usize, snap: Snap) -> Option<(usize, u
     while b > a && !text.is_char_boundary(b) {
         b -= 1;
     }
+    if a >= b {
+        return None;
+    }
     match snap {
         Snap::Char => {}
         Snap::Word => {
@@ -87,6 +90,10 @@ mod tests {
         assert_eq!(cut(t, 1, 11, Snap::Char), Some("据引"));
         assert_eq!(cut(t, 0, 12, Snap::Char), Some(t));
         assert_eq!(cut(t, 1, 3, Snap::Char), None);
+        // Inside one character, in every mode.
+        for snap in [Snap::Char, Snap::Word, Snap::Line] {
+            assert_eq!(cut(t, 4, 5, snap), None);
+        }
     }
 
     #[test]
