@@ -89,7 +89,7 @@ pub fn doc_count(units: &[Unit]) -> u64 {
     units.last().map(|u| u.first_doc + u.rows).unwrap_or(0)
 }
 
-/// The batches of one unit, with only `columns` (all columns when `None`), in row order.
+/// The batches of one unit, with only `columns` in that order (all columns when `None`), in row order.
 pub fn read_unit(
     unit: &Unit,
     columns: Option<&[&str]>,
@@ -100,6 +100,8 @@ pub fn read_unit(
         .with_context(|| format!("reading {}", unit.file.display()))?
         .with_row_groups(vec![unit.row_group])
         .with_batch_size(1024);
+    // The reader returns projected columns in the file's order: `order` puts them in the order asked.
+    let mut order: Option<Vec<usize>> = None;
     if let Some(cols) = columns {
         let schema = builder.schema().clone();
         let mut indices = Vec::with_capacity(cols.len());
@@ -111,12 +113,26 @@ pub fn read_unit(
                 )
             })?);
         }
+        let mut sorted = indices.clone();
+        sorted.sort_unstable();
+        order = Some(
+            indices
+                .iter()
+                .map(|i| sorted.binary_search(i).expect("present"))
+                .collect(),
+        );
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
         builder = builder.with_projection(mask);
     }
     let reader = builder.build()?;
     let file = unit.file.clone();
-    Ok(reader.map(move |b| b.with_context(|| format!("reading {}", file.display()))))
+    Ok(reader.map(move |b| {
+        let b = b.with_context(|| format!("reading {}", file.display()))?;
+        Ok(match &order {
+            Some(order) => b.project(order)?,
+            None => b,
+        })
+    }))
 }
 
 /// Runs `work(thread, unit)` over the units on `threads` threads, each taking the next unit when it is

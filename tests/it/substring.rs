@@ -567,7 +567,20 @@ async fn token_mode_removes_repeats_of_50_tokens() {
     let Some(corpus) = corpus("token_mode_removes_repeats_of_50_tokens") else {
         return;
     };
-    let p = planted_corpus(&corpus, 300, 700, 8);
+    let mut p = planted_corpus(&corpus, 300, 700, 8);
+    // Documents of emoji and rare CJK characters (4 bytes, several byte-level tokens each) sharing
+    // passages, so that repeats begin and end inside characters.
+    let mut rng = Rng(3);
+    let rare: Vec<char> = "😀😃🙂🚀𠀀𠀁𠀂𠀃𪚥𫠠 ".chars().collect();
+    let mut random = |n: usize| -> String { (0..n).map(|_| rare[rng.below(rare.len())]).collect() };
+    let shared = random(90);
+    for i in 0..6 {
+        let text = format!("{}{}{}", random(30 + i), shared, random(40));
+        p.ids.push(format!("rare-{i}"));
+        p.original.push(text.clone());
+        p.planted.push(text);
+        p.plants.push(Vec::new());
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_jsonl(&d.join("original.jsonl"), &p.ids, &p.original);
@@ -625,9 +638,22 @@ async fn token_mode_removes_repeats_of_50_tokens() {
     assert!(recall >= 0.99, "recall {recall}");
     assert!(wrong <= 0.001, "unique removed {wrong}");
     for (id, (text, spans)) in &found {
+        for w in spans.windows(2) {
+            assert!(w[0].1 < w[1].0, "{id}: spans overlap or touch: {spans:?}");
+        }
         for &(a, b) in spans {
             assert!(text.is_char_boundary(a) && text.is_char_boundary(b), "{id}");
         }
+    }
+    // The shared passage goes from every copy but the first.
+    for i in 1..6 {
+        let (_, spans) = &found[&format!("rare-{i}")];
+        let gone: usize = spans.iter().map(|(a, b)| b - a).sum();
+        assert!(
+            gone >= shared.len() - 16,
+            "rare-{i}: {gone} bytes of {}",
+            shared.len()
+        );
     }
 }
 
@@ -742,4 +768,69 @@ fn no_character_is_ever_cut() {
         cut_inside_a_char > 100,
         "{cut_inside_a_char} spans inside a character"
     );
+}
+
+/// `repeated_spans` over a catalog dataset lists each planted boilerplate as one repeat, with every
+/// copy counted and located.
+#[test]
+fn repeated_spans_lists_the_planted_boilerplate() {
+    let Some(corpus) = corpus("repeated_spans_lists_the_planted_boilerplate") else {
+        return;
+    };
+    let p = planted_corpus(&corpus, 200, 500, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_jsonl(&d.join("planted.jsonl"), &p.ids, &p.planted);
+    let catalog = d.join("datasets.yaml");
+    std::fs::write(
+        &catalog,
+        "datasets:\n  planted:\n    description: test\n    language: mixed\n    format: jsonl\n    root: .\n    path: planted.jsonl\n    id: id\n",
+    )
+    .unwrap();
+    let (ok, out, err) = openseek(&[
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "sql",
+        "--format",
+        "json",
+        "SELECT span, bytes, occurrences, documents, at FROM repeated_spans('planted', 100)",
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (b, text) in BOILERPLATE.iter().enumerate() {
+        if text.len() < 100 {
+            continue;
+        }
+        let copies: Vec<(usize, &Plant)> = p
+            .plants
+            .iter()
+            .enumerate()
+            .flat_map(|(d, ps)| ps.iter().filter(|x| x.which == b).map(move |x| (d, x)))
+            .collect();
+        let row = rows
+            .iter()
+            .find(|r| r["span"] == *text)
+            .unwrap_or_else(|| panic!("boilerplate {b} not listed"));
+        assert_eq!(row["bytes"], text.len());
+        assert_eq!(row["occurrences"], copies.len(), "boilerplate {b}");
+        let docs: std::collections::BTreeSet<usize> = copies.iter().map(|c| c.0).collect();
+        assert_eq!(row["documents"], docs.len());
+        // The first locations are the first copies, as `id:start-end` of the document's bytes.
+        let at: Vec<String> = row["at"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(at.len(), copies.len().min(10), "boilerplate {b}");
+        let expected: Vec<String> = copies
+            .iter()
+            .take(at.len())
+            .map(|(d, x)| format!("{}:{}-{}", p.ids[*d], x.start, x.end))
+            .collect();
+        assert_eq!(at, expected);
+    }
 }

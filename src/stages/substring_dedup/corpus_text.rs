@@ -141,7 +141,15 @@ fn join<T: Symbol>(
                 let batch = batch?;
                 let column = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
                 let column = column.as_string::<i32>();
-                texts.extend((0..column.len()).map(|i| column.value(i).to_string()));
+                // A NULL text is an empty document, as the output pass reads it.
+                texts.extend((0..column.len()).map(|i| {
+                    if column.is_null(i) {
+                        ""
+                    } else {
+                        column.value(i)
+                    }
+                    .to_string()
+                }));
                 if with_positions {
                     let p = batch
                         .column(1)
@@ -288,7 +296,13 @@ pub fn join_tokens(
     done: &AtomicU64,
     tokenizer: &Tokenizer,
 ) -> Result<Joined<u32>> {
-    let vocab = tokenizer.get_vocab_size(true) as u32;
+    // One past the largest id: added tokens may leave gaps, so the vocabulary's size is not enough.
+    let vocab = tokenizer
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&m| m + 1)
+        .max(tokenizer.get_vocab_size(true) as u32);
     let encoder: Encoder = encoder(tokenizer)?;
     let written = join(units, dir, threads, done, true, |texts| {
         let mut p = Piece {
@@ -330,4 +344,52 @@ pub fn join_tokens(
         text_bytes: written.text_bytes,
         input_doc: written.input_doc,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{RecordBatch, StringArray, UInt64Array};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+    use crate::stages::units::plan_units;
+
+    /// A checkpoint of two parts whose rows are not in input order (as parallel sinks write them):
+    /// the joined text is in the order of the readers' positions.
+    #[test]
+    fn documents_are_joined_in_corpus_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(POS_COL, DataType::UInt64, false),
+            Field::new("id", DataType::Utf8, false),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        for (name, pos, texts) in [
+            ("part-0.parquet", [20u64, 21], [Some("c"), None]),
+            ("part-1.parquet", [0, 1], [Some("a"), Some("bb")]),
+        ] {
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(UInt64Array::from(pos.to_vec())),
+                    Arc::new(StringArray::from(vec!["x", "y"])),
+                    Arc::new(StringArray::from(texts.to_vec())),
+                ],
+            )
+            .unwrap();
+            let f = std::fs::File::create(dir.path().join(name)).unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, Arc::clone(&schema), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        }
+        let units = plan_units(dir.path()).unwrap();
+        let joined = join_bytes(&units, &dir.path().join("work"), 2, &AtomicU64::new(0)).unwrap();
+        assert_eq!(joined.text(), b"a\xffbb\xffc\xff\xff");
+        assert_eq!(joined.starts, vec![0, 2, 5, 7, 8]);
+        // Joined document i is the input's document input_doc[i].
+        assert_eq!(joined.input_doc, Some(vec![2, 3, 0, 1]));
+        assert_eq!(joined.text_bytes, 4);
+    }
 }

@@ -167,8 +167,10 @@ pub async fn plan(
                     join_tokens(&units, work_dir, threads, &done, &tokenizer.tokenizer)?;
                 summary.seconds_join = t.elapsed().as_secs_f64();
                 let (mut found, bytes) = find_in(&joined, &find_opts, work_dir, progress, label)?;
-                // Token positions to byte ranges of the documents.
-                let spans: Vec<Span> = std::mem::take(&mut found.spans)
+                // Token positions to byte ranges of the documents. A character split into several
+                // tokens gives each of them its whole byte range, so spans apart in tokens may
+                // overlap in bytes: merged.
+                let mut spans: Vec<Span> = std::mem::take(&mut found.spans)
                     .into_iter()
                     .filter_map(|s| {
                         let (a, b) =
@@ -180,6 +182,14 @@ pub async fn plan(
                         })
                     })
                     .collect();
+                spans.sort_unstable();
+                spans.dedup_by(|next, kept| {
+                    let overlaps = next.doc == kept.doc && next.start <= kept.end;
+                    if overlaps {
+                        kept.end = kept.end.max(next.end);
+                    }
+                    overlaps
+                });
                 Ok((spans, found, bytes, joined.input_doc.take()))
             }
         }

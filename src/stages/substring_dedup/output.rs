@@ -132,13 +132,13 @@ impl Removal {
     }
 }
 
-/// `text` without `cuts` (in order, not overlapping).
+/// `text` without `cuts` (in order, on character boundaries; an overlap is cut once).
 fn without(text: &str, cuts: &[(usize, usize)]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for &(a, b) in cuts {
-        out.push_str(&text[at..a]);
-        at = b;
+        out.push_str(&text[at..a.max(at)]);
+        at = at.max(b);
     }
     out.push_str(&text[at..]);
     out
@@ -290,5 +290,6 @@ mod tests {
         assert_eq!(without("abcdefgh", &[(1, 3), (5, 6)]), "adegh");
         assert_eq!(without("abc", &[]), "abc");
         assert_eq!(without("abc", &[(0, 3)]), "");
+        assert_eq!(without("abcdef", &[(1, 4), (2, 5)]), "af");
     }
 }

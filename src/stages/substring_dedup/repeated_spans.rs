@@ -1,7 +1,8 @@
-//! `repeated_spans('dataset', min_bytes)`: the table function that shows what `substring_dedup` would
-//! remove from a dataset before anything is removed. One row per maximal repeat of `min_bytes` or
-//! more ([`super::maximal`]): a preview, its length, its occurrences and documents, the bytes they
-//! hold together, and the first occurrences as byte ranges (`at`), largest total first. With
+//! `repeated_spans('dataset', min_bytes[, limit])`: the table function that shows what
+//! `substring_dedup` would remove from a dataset before anything is removed. One row per maximal repeat
+//! of `min_bytes` or more ([`super::maximal`]): a preview, its length, its occurrences and documents,
+//! the bytes they hold together, and the first occurrences as byte ranges (`at`); the `limit` (1000)
+//! largest by total bytes, largest first. With
 //! `keep_first` the stage removes all but the first occurrence of each; with `remove_all`, every one.
 //!
 //! ```sql
@@ -36,6 +37,10 @@ use super::maximal::{Repeat, Repeats, maximal_repeats};
 const PREVIEW_CHARS: usize = 80;
 /// Occurrences listed in `at`, as `id:start-end` byte ranges of their documents.
 const LOCATIONS: usize = 10;
+/// Rows listed when the call gives no limit.
+const DEFAULT_LIMIT: usize = 1000;
+/// Bytes of a repeat shown in `span` (its first bytes; `bytes` gives its length).
+const MAX_SPAN_BYTES: usize = 4096;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -60,19 +65,41 @@ pub struct RepeatedSpansFunc;
 
 impl TableFunctionImpl for RepeatedSpansFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let usage = "repeated_spans('dataset', min_bytes)";
-        let (table, min_bytes) = match args.exprs() {
+        let usage = "repeated_spans('dataset', min_bytes[, limit])";
+        let positive = |v: &ScalarValue| match v {
+            ScalarValue::Int64(Some(n)) if *n > 0 => Some(*n as usize),
+            _ => None,
+        };
+        let (table, min_bytes, limit) = match args.exprs() {
             [
                 Expr::Literal(ScalarValue::Utf8(Some(t)), _),
                 Expr::Literal(n, _),
-            ] => (t.clone(), n),
-            _ => return plan_err!("{usage}: a dataset name and a number of bytes"),
+                rest @ ..,
+            ] if rest.len() <= 1 => {
+                let Some(min_bytes) = positive(n) else {
+                    return plan_err!("{usage}: min_bytes must be a positive integer");
+                };
+                let limit = match rest {
+                    [Expr::Literal(l, _)] => match positive(l) {
+                        Some(l) => l,
+                        None => return plan_err!("{usage}: limit must be a positive integer"),
+                    },
+                    [_] => return plan_err!("{usage}: limit must be a positive integer"),
+                    _ => DEFAULT_LIMIT,
+                };
+                (t.clone(), min_bytes, limit)
+            }
+            _ => {
+                return plan_err!(
+                    "{usage}: a dataset name, a number of bytes and an optional limit"
+                );
+            }
         };
-        let min_bytes = match min_bytes {
-            ScalarValue::Int64(Some(n)) if *n > 0 => *n as usize,
-            _ => return plan_err!("{usage}: min_bytes must be a positive integer"),
-        };
-        Ok(Arc::new(RepeatedSpansTable { table, min_bytes }))
+        Ok(Arc::new(RepeatedSpansTable {
+            table,
+            min_bytes,
+            limit,
+        }))
     }
 }
 
@@ -80,6 +107,7 @@ impl TableFunctionImpl for RepeatedSpansFunc {
 struct RepeatedSpansTable {
     table: String,
     min_bytes: usize,
+    limit: usize,
 }
 
 #[async_trait]
@@ -102,7 +130,7 @@ impl TableProvider for RepeatedSpansTable {
         let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
             return plan_err!("repeated_spans needs a DataFusion session");
         };
-        let batch = repeated_spans(state, &self.table, self.min_bytes)
+        let batch = repeated_spans(state, &self.table, self.min_bytes, self.limit)
             .await
             .map_err(|e| DataFusionError::External(format!("repeated_spans: {e:#}").into()))?;
         Ok(MemorySourceConfig::try_new_exec(
@@ -118,6 +146,7 @@ async fn repeated_spans(
     state: &SessionState,
     table: &str,
     min_bytes: usize,
+    limit: usize,
 ) -> anyhow::Result<RecordBatch> {
     let ctx = SessionContext::new_with_state(state.clone());
     let df = ctx.table(table).await?.select_columns(&["id", "text"])?;
@@ -164,8 +193,20 @@ async fn repeated_spans(
     let threads = state.config().target_partitions().max(1);
     let Repeats { sa, mut repeats } =
         tokio::task::block_in_place(|| maximal_repeats(&corpus, min_bytes, threads))?;
+    // The `limit` largest by total bytes. A long run of one character has a repeat of every length
+    // below its own, each as often as it fits: what is listed, and what a row costs, stays bounded.
     let total = |r: &Repeat| u64::from(r.len) * r.occurrences();
-    repeats.sort_by(|a, b| total(b).cmp(&total(a)).then(b.len.cmp(&a.len)));
+    let largest_first = |a: &Repeat, b: &Repeat| {
+        total(b)
+            .cmp(&total(a))
+            .then(b.len.cmp(&a.len))
+            .then(a.lb.cmp(&b.lb))
+    };
+    if repeats.len() > limit {
+        repeats.select_nth_unstable_by(limit, largest_first);
+        repeats.truncate(limit);
+    }
+    repeats.sort_by(largest_first);
 
     let id_of = |d: usize| &ids[if d == 0 { 0 } else { id_ends[d - 1] }..id_ends[d]];
     let mut preview = StringBuilder::new();
@@ -201,6 +242,12 @@ async fn repeated_spans(
         }
         while !doc_text.is_char_boundary(y) {
             y += 1;
+        }
+        if y - x > MAX_SPAN_BYTES {
+            y = x + MAX_SPAN_BYTES;
+            while !doc_text.is_char_boundary(y) {
+                y -= 1;
+            }
         }
         let t = &doc_text[x..y];
         let mut p: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
