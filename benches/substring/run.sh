@@ -8,7 +8,8 @@
 # Each run: target/release/openseek --partitions P run <pipeline> --fresh under /usr/bin/time -v (wall
 # clock, peak RSS), the stage's own timings from report.json (join, suffix arrays, merge, marking,
 # removal as the output is written). Runs: 1x and 5x on 1 and 2 threads in one part, and 5x cut into
-# parts (memory_mb 1024: parts of ~180 MB) on 2 threads. Prints one line of JSON a run.
+# parts (memory_mb 1024: parts of ~180 MB) on 2 threads; RUNS="x1-t2 ..." picks some. Prints one line
+# of JSON a run.
 # Needs a release build (cargo build --release) and the corpus ($OPENSEEK_CORPUS, default ../shared/corpus).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,10 +62,22 @@ stages:
   - substring_dedup: $opts
 YAML
   /usr/bin/time -v "$OPENSEEK" --partitions "$threads" run "$WORK/$name.yaml" --fresh \
-    > "$WORK/log-$name.txt" 2> "$WORK/time-$name.txt"
-  python3 - "$WORK" "$name" "$threads" <<'PY'
+    > "$WORK/log-$name.txt" 2> "$WORK/time-$name.txt" &
+  local tpid=$! peak_anon=0 cpid a
+  # Peak RSS counts the mapped text and suffix-array files the kernel may drop at will; RssAnon,
+  # sampled every 0.2 s, is the heap alone.
+  while kill -0 "$tpid" 2>/dev/null; do
+    cpid=$(pgrep -P "$tpid" | head -1 || true)
+    if [ -n "$cpid" ]; then
+      a=$(awk '/^RssAnon/ {print $2}' "/proc/$cpid/status" 2>/dev/null || true)
+      [ -n "$a" ] && [ "$a" -gt "$peak_anon" ] && peak_anon=$a
+    fi
+    sleep 0.2
+  done
+  wait "$tpid"
+  python3 - "$WORK" "$name" "$threads" "$peak_anon" <<'PY'
 import json, re, sys
-work, name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+work, name, threads, anon = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) * 1024
 t = open(f"{work}/time-{name}.txt").read()
 wall = re.search(r"Elapsed \(wall clock\) time.*: (.*)", t).group(1)
 secs = 0.0
@@ -82,6 +95,7 @@ print(json.dumps({
     "merge_s": round(x["seconds_merge"], 2), "mark_s": round(x["seconds_mark"], 2),
     "remove_and_write_s": round(x["seconds_remove"], 2),
     "peak_rss_mb": round(rss / 1e6), "rss_per_text_byte": round(rss / text, 2),
+    "peak_anon_mb": round(anon / 1e6), "anon_per_text_byte": round(anon / text, 2),
     "spans": x["duplicate_spans"], "bytes_removed": x["bytes_removed"],
     "removed_share": round(x["bytes_removed"] / text, 4),
     "too_short": x["documents_too_short"],
@@ -89,8 +103,14 @@ print(json.dumps({
 PY
 }
 
-run x1-t1 1 1 "{min_bytes: 100}"
-run x1-t2 1 2 "{min_bytes: 100}"
-run x5-t1 5 1 "{min_bytes: 100, memory_mb: 8192}"
-run x5-t2 5 2 "{min_bytes: 100, memory_mb: 8192}"
-run x5-parts-t2 5 2 "{min_bytes: 100, memory_mb: 1024}"
+RUNS=${RUNS:-x1-t1 x1-t2 x5-t1 x5-t2 x5-parts-t2}
+for r in $RUNS; do
+  case $r in
+    x1-t1) run x1-t1 1 1 "{min_bytes: 100}" ;;
+    x1-t2) run x1-t2 1 2 "{min_bytes: 100}" ;;
+    x5-t1) run x5-t1 5 1 "{min_bytes: 100, memory_mb: 8192}" ;;
+    x5-t2) run x5-t2 5 2 "{min_bytes: 100, memory_mb: 8192}" ;;
+    x5-parts-t2) run x5-parts-t2 5 2 "{min_bytes: 100, memory_mb: 1024}" ;;
+    *) echo "unknown run $r" >&2; exit 1 ;;
+  esac
+done

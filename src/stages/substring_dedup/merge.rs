@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::bits::Bits;
-use super::suffix_array::{Symbol, cmp_keys, group_end, is_kgram, key};
+use super::suffix_array::{AHEAD, Symbol, cmp_keys, group_end, is_kgram, key, prefetch};
 
 /// One part as the merge sees it.
 pub struct PartView<'a> {
@@ -179,6 +179,9 @@ fn merge_range<T: Symbol>(
                 k,
                 sep,
             );
+            if let Some(&ahead) = heads[j].and_then(|s| parts[j].sa.get(s + AHEAD)) {
+                prefetch(text, parts[j].base + ahead as usize);
+            }
         }
     }
 }
