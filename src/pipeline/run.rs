@@ -320,86 +320,101 @@ async fn run_segments(
                 )?;
                 // The previous segment's checkpoint, which a corpus stage reads.
                 let prev = out_dir.join("_stages").join((j - 1).to_string());
-                if let StageKind::MinhashDedup(options) = &stages[sql_idx].kind {
-                    let label = &stages[sql_idx].label;
-                    let run = crate::stages::minhash_dedup::plan(
-                        engine,
-                        options,
-                        label,
-                        &prev,
-                        &out_dir.join("_stages").join(format!("{j}-minhash")),
-                        keep_text,
-                        &out_dir
-                            .join("rejects")
-                            .join(format!("{name}-dedup.parquet")),
-                        progress,
-                    )
-                    .await
-                    .with_context(|| format!("stage {label}"))?;
-                    let (sinks, timers) =
-                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await?;
-                    let report = run.report.clone();
-                    let dedup_rejects = run.finish()?;
-                    progress.end_phase();
-                    let marker = finish_corpus_task(
-                        sinks,
-                        timers,
-                        report,
-                        dedup_rejects.into_iter().collect(),
-                        &marker_path,
-                    )?;
-                    markers.push((final_seg, marker));
-                    continue;
-                }
-                if let StageKind::SubstringDedup(options) = &stages[sql_idx].kind {
-                    let label = &stages[sql_idx].label;
-                    let run = crate::stages::substring_dedup::plan(
-                        engine,
-                        options,
-                        label,
-                        &prev,
-                        &out_dir.join("_stages").join(format!("{j}-substring")),
-                        base,
-                        keep_text,
-                        &out_dir
-                            .join("rejects")
-                            .join(format!("{name}-substring.parquet")),
-                        progress,
-                    )
-                    .await
-                    .with_context(|| format!("stage {label}"))?;
-                    let streamed =
-                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await;
+                // A corpus stage: planned over the checkpoint, streamed into the rest of the segment,
+                // then finished (its report and rejects, once its output was read to the end).
+                let label = &stages[sql_idx].label;
+                let stage_rejects = |kind: &str| {
+                    out_dir
+                        .join("rejects")
+                        .join(format!("{name}-{kind}.parquet"))
+                };
+                let planned: Option<(DataFrame, CorpusFinish)> = match &stages[sql_idx].kind {
+                    StageKind::MinhashDedup(options) => {
+                        let run = crate::stages::minhash_dedup::plan(
+                            engine,
+                            options,
+                            label,
+                            &prev,
+                            &out_dir.join("_stages").join(format!("{j}-minhash")),
+                            keep_text,
+                            &stage_rejects("dedup"),
+                            progress,
+                        )
+                        .await
+                        .with_context(|| format!("stage {label}"))?;
+                        Some((
+                            run.df.clone(),
+                            Box::new(move || {
+                                let report = run.report.clone();
+                                Ok((report, run.finish()?.into_iter().collect()))
+                            }),
+                        ))
+                    }
+                    StageKind::SubstringDedup(options) => {
+                        let run = crate::stages::substring_dedup::plan(
+                            engine,
+                            options,
+                            label,
+                            &prev,
+                            &out_dir.join("_stages").join(format!("{j}-substring")),
+                            base,
+                            keep_text,
+                            &stage_rejects("substring"),
+                            progress,
+                        )
+                        .await
+                        .with_context(|| format!("stage {label}"))?;
+                        Some((
+                            run.df.clone(),
+                            Box::new(move || {
+                                let (report, rejects) = run.finish()?;
+                                Ok((report, rejects.into_iter().collect()))
+                            }),
+                        ))
+                    }
+                    StageKind::Tokenize(options) => {
+                        let run = crate::stages::tokenize::plan(
+                            engine,
+                            options,
+                            label,
+                            &prev,
+                            (base, out_dir),
+                            progress,
+                        )
+                        .with_context(|| format!("stage {label}"))?;
+                        Some((
+                            run.df.clone(),
+                            Box::new(move || Ok((run.finish()?, vec![]))),
+                        ))
+                    }
+                    StageKind::Synth(options) => {
+                        let run = crate::stages::synth::plan(
+                            engine,
+                            options,
+                            label,
+                            &prev,
+                            (base, out_dir),
+                            keep_text,
+                            &stage_rejects("synthesis"),
+                            progress,
+                        )
+                        .with_context(|| format!("stage {label}"))?;
+                        Some((
+                            run.df.clone(),
+                            Box::new(move || {
+                                let (report, rejects) = run.finish()?;
+                                Ok((report, rejects.into_iter().collect()))
+                            }),
+                        ))
+                    }
+                    _ => None,
+                };
+                if let Some((df, finish)) = planned {
+                    let streamed = stream_segment(engine, df, &row_stages, &new_part).await;
                     progress.end_phase();
                     let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
-                    let (report, rejects) = run.finish()?;
-                    let marker = finish_corpus_task(
-                        sinks,
-                        timers,
-                        report,
-                        rejects.into_iter().collect(),
-                        &marker_path,
-                    )?;
-                    markers.push((final_seg, marker));
-                    continue;
-                }
-                if let StageKind::Tokenize(options) = &stages[sql_idx].kind {
-                    let label = &stages[sql_idx].label;
-                    let run = crate::stages::tokenize::plan(
-                        engine,
-                        options,
-                        label,
-                        &prev,
-                        (base, out_dir),
-                        progress,
-                    )
-                    .with_context(|| format!("stage {label}"))?;
-                    let streamed =
-                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await;
-                    progress.end_phase();
-                    let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
-                    let report = run.finish()?;
-                    let marker = finish_corpus_task(sinks, timers, report, vec![], &marker_path)?;
+                    let (report, rejects) = finish().with_context(|| format!("stage {label}"))?;
+                    let marker = finish_corpus_task(sinks, timers, report, rejects, &marker_path)?;
                     markers.push((final_seg, marker));
                     continue;
                 }
@@ -420,36 +435,6 @@ async fn run_segments(
                         stream_segment(engine, input, &row_stages, &new_part).await?;
                     let _ = engine.ctx.deregister_table("__os_tagged");
                     let marker = finish_corpus_task(sinks, timers, report, vec![], &marker_path)?;
-                    markers.push((final_seg, marker));
-                    continue;
-                }
-                if let StageKind::Synth(options) = &stages[sql_idx].kind {
-                    let label = &stages[sql_idx].label;
-                    let run = crate::stages::synth::plan(
-                        engine,
-                        options,
-                        label,
-                        &prev,
-                        (base, out_dir),
-                        keep_text,
-                        &out_dir
-                            .join("rejects")
-                            .join(format!("{name}-synthesis.parquet")),
-                        progress,
-                    )
-                    .with_context(|| format!("stage {label}"))?;
-                    let streamed =
-                        stream_segment(engine, run.df.clone(), &row_stages, &new_part).await;
-                    progress.end_phase();
-                    let (sinks, timers) = streamed.with_context(|| format!("stage {label}"))?;
-                    let (report, rejects) = run.finish()?;
-                    let marker = finish_corpus_task(
-                        sinks,
-                        timers,
-                        report,
-                        rejects.into_iter().collect(),
-                        &marker_path,
-                    )?;
                     markers.push((final_seg, marker));
                     continue;
                 }
@@ -557,6 +542,9 @@ async fn run_segments(
     }
     Ok(markers)
 }
+
+/// What finishes a corpus stage once its output was streamed: its report and its rejects parts.
+type CorpusFinish = Box<dyn FnOnce() -> Result<(StageReport, Vec<PartInfo>)> + Send>;
 
 /// Registers a directory of Parquet parts (a checkpoint) as a table, replacing any of that name.
 async fn register_dir(engine: &Engine, name: &str, dir: &Path) -> Result<()> {

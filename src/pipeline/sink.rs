@@ -2,7 +2,7 @@
 //! counts every stage from the bookkeeping columns.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use arrow::array::{
@@ -30,6 +30,44 @@ pub fn rejects_schema() -> SchemaRef {
         Field::new("detail", DataType::Utf8, true),
         Field::new("text", DataType::Utf8, true),
     ]))
+}
+
+/// A corpus stage's rejects part: created with the first rows, shared by the stage's output partitions.
+pub struct RejectsPart {
+    path: PathBuf,
+    writer: Mutex<Option<PartWriter>>,
+}
+
+impl RejectsPart {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            writer: Mutex::new(None),
+        }
+    }
+
+    pub fn write(&self, rows: RejectRows) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.writer.lock().expect("rejects lock");
+        if w.is_none() {
+            *w = Some(PartWriter::create_rejects(&self.path, &rejects_schema())?);
+        }
+        w.as_mut().expect("created").write(&rows.into_batch()?)?;
+        Ok(())
+    }
+
+    /// Closes the part, if rows were written; call once the output was streamed.
+    pub fn finish(&self) -> Result<Option<PartInfo>> {
+        Ok(match self.writer.lock().expect("rejects lock").take() {
+            Some(w) => Some(PartInfo {
+                path: self.path.to_string_lossy().into_owned(),
+                rows: w.finish()?,
+            }),
+            None => None,
+        })
+    }
 }
 
 /// Rejects as rows of the rejects schema.

@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::clusters::Clusters;
 use crate::io::writer::PartWriter;
-use crate::pipeline::sink::{RejectRows, rejects_schema};
+use crate::pipeline::sink::{RejectRows, RejectsPart};
 use crate::report::PartInfo;
 use crate::stages::units::UnitBatches;
 
@@ -67,8 +67,7 @@ pub struct Decided {
     pub label: String,
     pub keep_text: bool,
     pub schema: SchemaRef,
-    rejects: Mutex<Option<PartWriter>>,
-    rejects_path: PathBuf,
+    rejects: RejectsPart,
     index_docs: Mutex<Option<PartWriter>>,
     index_docs_path: Option<PathBuf>,
     /// Rows streamed so far, for the progress bar.
@@ -121,8 +120,7 @@ impl Decided {
             label,
             keep_text,
             schema: Arc::new(Schema::new(fields)),
-            rejects: Mutex::new(None),
-            rejects_path: rejects_path.to_path_buf(),
+            rejects: RejectsPart::new(rejects_path),
             index_docs: Mutex::new(None),
             index_docs_path,
             rows_done,
@@ -225,16 +223,7 @@ impl Decided {
                 }
             }
         }
-        if !rejects.is_empty() {
-            let mut w = self.rejects.lock().expect("rejects lock");
-            if w.is_none() {
-                *w = Some(PartWriter::create_rejects(
-                    &self.rejects_path,
-                    &rejects_schema(),
-                )?);
-            }
-            w.as_mut().expect("created").write(&rejects.into_batch()?)?;
-        }
+        self.rejects.write(rejects)?;
         if let Some(path) = &self.index_docs_path {
             let docs = index_docs.0.finish();
             if !docs.is_empty() {
@@ -274,12 +263,6 @@ impl Decided {
         if let Some(w) = self.index_docs.lock().expect("index lock").take() {
             w.finish()?;
         }
-        Ok(match self.rejects.lock().expect("rejects lock").take() {
-            Some(w) => Some(PartInfo {
-                path: self.rejects_path.to_string_lossy().into_owned(),
-                rows: w.finish()?,
-            }),
-            None => None,
-        })
+        self.rejects.finish()
     }
 }

@@ -3,9 +3,9 @@
 //! goes to the rejects if too few words are left. With `annotate` it keeps its text and only gains the
 //! columns: what the stage would do, to inspect first.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use arrow::array::{
@@ -20,8 +20,7 @@ use openseek_udfs::word_count::word_count;
 use super::find::Span;
 use super::options::Snap;
 use super::snap::snap_span;
-use crate::io::writer::PartWriter;
-use crate::pipeline::sink::{RejectRows, rejects_schema};
+use crate::pipeline::sink::{RejectRows, RejectsPart};
 use crate::report::PartInfo;
 use crate::stages::units::UnitBatches;
 
@@ -66,8 +65,7 @@ pub struct Removal {
     reason: String,
     keep_text: bool,
     schema: SchemaRef,
-    rejects: Mutex<Option<PartWriter>>,
-    rejects_path: PathBuf,
+    rejects: RejectsPart,
     pub counts: Counts,
     rows_done: Arc<AtomicU64>,
 }
@@ -108,8 +106,7 @@ impl Removal {
             reason: format!("{label}:too_short"),
             keep_text,
             schema: Arc::new(Schema::new(fields)),
-            rejects: Mutex::new(None),
-            rejects_path: rejects_path.to_path_buf(),
+            rejects: RejectsPart::new(rejects_path),
             counts: Counts::default(),
             rows_done,
         }
@@ -122,13 +119,7 @@ impl Removal {
 
     /// Closes the rejects part; call once the output was streamed.
     pub fn finish(&self) -> Result<Option<PartInfo>> {
-        Ok(match self.rejects.lock().expect("rejects lock").take() {
-            Some(w) => Some(PartInfo {
-                path: self.rejects_path.to_string_lossy().into_owned(),
-                rows: w.finish()?,
-            }),
-            None => None,
-        })
+        self.rejects.finish()
     }
 }
 
@@ -235,16 +226,7 @@ impl UnitBatches for Removal {
         let rejected = rejects.id.len() as u64;
         c.rejected.fetch_add(rejected, Ordering::Relaxed);
         c.rows_out.fetch_add(n as u64 - rejected, Ordering::Relaxed);
-        if !rejects.is_empty() {
-            let mut w = self.rejects.lock().expect("rejects lock");
-            if w.is_none() {
-                *w = Some(PartWriter::create_rejects(
-                    &self.rejects_path,
-                    &rejects_schema(),
-                )?);
-            }
-            w.as_mut().expect("created").write(&rejects.into_batch()?)?;
-        }
+        self.rejects.write(rejects)?;
         let kept = filter_record_batch(batch, &BooleanArray::from(keep))?;
         let spans_array = ListArray::try_new(
             Arc::new(Field::new("item", DataType::Struct(span_fields()), false)),

@@ -38,11 +38,10 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Engine;
-use crate::io::writer::PartWriter;
 use crate::llm::cache::ResponseCache;
 use crate::llm::client::LlmClient;
 use crate::llm::prompts::Prompts;
-use crate::pipeline::sink::{RejectRows, rejects_schema};
+use crate::pipeline::sink::{RejectRows, RejectsPart};
 use crate::progress::Progress;
 use crate::report::{PartInfo, StageReport};
 use crate::stages::units::{Unit, checkpoint_schema, doc_count, plan_units, read_unit};
@@ -102,8 +101,7 @@ struct Shared {
     schema: SchemaRef,
     ctx: Ctx,
     keep_text: bool,
-    rejects_path: PathBuf,
-    rejects: Mutex<Option<PartWriter>>,
+    rejects: RejectsPart,
     report: Mutex<StageReport>,
     done: Arc<AtomicU64>,
     /// Rows the model made (not those passed on).
@@ -221,8 +219,7 @@ pub fn plan(
             refused: AtomicU64::new(0),
         },
         keep_text,
-        rejects_path: rejects_path.to_path_buf(),
-        rejects: Mutex::new(None),
+        rejects: RejectsPart::new(rejects_path),
         report: Mutex::new(StageReport::new(label)),
         done: progress.phase(format!("{label}: rows"), Some(n)),
         made: AtomicU64::new(0),
@@ -295,13 +292,7 @@ impl SynthRun {
             seconds,
             requests_per_second: requests as f64 / seconds.max(1e-9),
         });
-        let rejects = match shared.rejects.lock().expect("synth lock").take() {
-            Some(w) => Some(PartInfo {
-                path: shared.rejects_path.to_string_lossy().into_owned(),
-                rows: w.finish()?,
-            }),
-            None => None,
-        };
+        let rejects = shared.rejects.finish()?;
         Ok((report, rejects))
     }
 }
@@ -544,18 +535,7 @@ impl Shared {
             }
         }
         self.done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if !rejects.is_empty() {
-            let mut w = self.rejects.lock().expect("synth lock");
-            if w.is_none() {
-                *w = Some(PartWriter::create_rejects(
-                    &self.rejects_path,
-                    &rejects_schema(),
-                )?);
-            }
-            w.as_mut()
-                .expect("just made")
-                .write(&rejects.into_batch()?)?;
-        }
+        self.rejects.write(rejects)?;
         let annotates = self.ctx.opts.method.annotates();
         let added = methods::columns(&self.ctx.opts);
         let batches: Vec<&RecordBatch> = chunk.iter().map(|(i, _)| i.batch.as_ref()).collect();
