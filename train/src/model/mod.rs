@@ -1,0 +1,6 @@
+//! The DeepSeek-V3 architecture, one file per block, each a struct with a pure `forward` built only
+//! from differentiable tensor operations: Candle's fused `rms_norm`, `rope*`, `softmax_last_dim` and
+//! flash attention have no backward and would silently cut the graph (DESIGN.md §7).
+
+pub mod norm;
+pub mod rope;
