@@ -102,7 +102,7 @@ impl ModelConfig {
                     self.n_routed_experts
                 );
             }
-            if self.n_group == 0 || self.n_routed_experts % self.n_group != 0 {
+            if self.n_group == 0 || !self.n_routed_experts.is_multiple_of(self.n_group) {
                 bail!(
                     "n_group {} must divide n_routed_experts {}",
                     self.n_group,
@@ -124,7 +124,7 @@ impl ModelConfig {
                 );
             }
         }
-        if self.qk_rope_head_dim % 2 != 0 {
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
             bail!(
                 "qk_rope_head_dim {} must be even (pairs rotate)",
                 self.qk_rope_head_dim
