@@ -2,5 +2,10 @@
 //! from differentiable tensor operations: Candle's fused `rms_norm`, `rope*`, `softmax_last_dim` and
 //! flash attention have no backward and would silently cut the graph (DESIGN.md §7).
 
+#[cfg(test)]
+pub mod gradcheck;
+pub mod linear;
+pub mod mask;
+pub mod mla;
 pub mod norm;
 pub mod rope;

@@ -18,9 +18,12 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // In f32 whatever the model's dtype, as Hugging Face's DeepseekV3RMSNorm does.
+        // Half precision is normalised in f32, as Hugging Face's DeepseekV3RMSNorm does.
         let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let x = match dtype {
+            DType::BF16 | DType::F16 => x.to_dtype(DType::F32)?,
+            _ => x.clone(),
+        };
         let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_div(&(mean_square + self.eps)?.sqrt()?)?;
         normed.to_dtype(dtype)?.broadcast_mul(&self.weight)
