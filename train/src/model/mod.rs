@@ -7,5 +7,7 @@ pub mod gradcheck;
 pub mod linear;
 pub mod mask;
 pub mod mla;
+pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod rope;
