@@ -2,6 +2,8 @@
 //! from differentiable tensor operations: Candle's fused `rms_norm`, `rope*`, `softmax_last_dim` and
 //! flash attention have no backward and would silently cut the graph (DESIGN.md §7).
 
+pub mod block;
+pub mod deepseek;
 #[cfg(test)]
 pub mod gradcheck;
 pub mod linear;
