@@ -3,4 +3,5 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod model;

@@ -1,0 +1,242 @@
+//! Training samples from Megatron shards, built as Megatron's `GPTDataset` builds them: the sequences of
+//! a shard in a shuffled order per epoch, concatenated; sample i is the `len` tokens from token
+//! `i · stride` of that stream (so samples cross document boundaries and overlap by `len − stride`);
+//! the samples in a shuffled order. Several shards mix by weight as Megatron's `BlendedDataset` mixes
+//! them: sample i comes from the shard whose share so far lags its weight most.
+//!
+//! Each sample also numbers the document of each of its tokens, for per-document attention masks and
+//! position resets.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use openseek_shards::IndexedDataset;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+/// One sample: its tokens and, per token, the number of its document within the sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub tokens: Vec<u32>,
+    pub doc_ids: Vec<u32>,
+}
+
+/// The samples of one shard's sequences `seqs`.
+pub struct GptSamples {
+    shard: Arc<IndexedDataset>,
+    /// Sequences in stream order, epoch after epoch.
+    order: Vec<u32>,
+    /// Token offset of each entry of `order` in the stream, then the stream's length.
+    offsets: Vec<u64>,
+    /// Sample numbers in the order they are served.
+    shuffled: Vec<u32>,
+    len: usize,
+    stride: usize,
+}
+
+impl GptSamples {
+    /// At least `samples` samples of `len` tokens every `stride`, over as many epochs as that takes.
+    pub fn new(
+        shard: Arc<IndexedDataset>,
+        seqs: Range<usize>,
+        samples: usize,
+        len: usize,
+        stride: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let epoch_tokens: u64 = seqs.clone().map(|i| shard.sequence_len(i) as u64).sum();
+        if epoch_tokens == 0 {
+            bail!(
+                "{}: no tokens in sequences {seqs:?}",
+                shard.prefix().display()
+            );
+        }
+        let needed = (samples as u64 * stride as u64) + len as u64;
+        let epochs = needed.div_ceil(epoch_tokens).max(1);
+        let mut order = Vec::new();
+        for epoch in 0..epochs {
+            let mut e: Vec<u32> = seqs.clone().map(|i| i as u32).collect();
+            e.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+                seed.wrapping_add(epoch),
+            ));
+            order.extend(e);
+        }
+        let mut offsets = Vec::with_capacity(order.len() + 1);
+        let mut at = 0u64;
+        for &s in &order {
+            offsets.push(at);
+            at += shard.sequence_len(s as usize) as u64;
+        }
+        offsets.push(at);
+        let available = ((at - len as u64) / stride as u64 + 1) as usize;
+        let mut shuffled: Vec<u32> = (0..available.min(u32::MAX as usize) as u32).collect();
+        shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+            seed ^ 0x05ee_d5a3_e1e5_u64,
+        ));
+        Ok(Self {
+            shard,
+            order,
+            offsets,
+            shuffled,
+            len,
+            stride,
+        })
+    }
+
+    pub fn samples(&self) -> usize {
+        self.shuffled.len()
+    }
+
+    /// The `i`-th sample served (wrapping around).
+    pub fn get(&self, i: usize) -> Sample {
+        let n = self.shuffled[i % self.shuffled.len()] as u64;
+        let start = n * self.stride as u64;
+        let mut k = self.offsets.partition_point(|&o| o <= start) - 1;
+        let mut within = (start - self.offsets[k]) as usize;
+        let mut raw: Vec<i64> = Vec::with_capacity(self.len);
+        let mut doc_ids = Vec::with_capacity(self.len);
+        let mut doc = 0u32;
+        while raw.len() < self.len {
+            let seq = self.order[k] as usize;
+            let take = (self.shard.sequence_len(seq) - within).min(self.len - raw.len());
+            self.shard.read(seq, within, take, &mut raw);
+            doc_ids.extend(std::iter::repeat_n(doc, take));
+            doc += 1;
+            k += 1;
+            within = 0;
+        }
+        Sample {
+            tokens: raw.into_iter().map(|t| t as u32).collect(),
+            doc_ids,
+        }
+    }
+}
+
+/// Sequences `[0, n)` split into training and validation: the last `valid_fraction` (at least one when
+/// the fraction is positive and there are two or more) are held out.
+pub fn split(n: usize, valid_fraction: f64) -> (Range<usize>, Range<usize>) {
+    let mut valid = (n as f64 * valid_fraction).round() as usize;
+    if valid_fraction > 0.0 && n > 1 {
+        valid = valid.max(1);
+    }
+    let valid = valid.min(n.saturating_sub(1));
+    (0..n - valid, n - valid..n)
+}
+
+/// Several shards' samples mixed by weight.
+pub struct Blend {
+    parts: Vec<GptSamples>,
+    /// For each served sample: (part, the part's own sample number).
+    index: Vec<(u16, u32)>,
+}
+
+impl Blend {
+    /// `samples` samples from `parts` in proportion to `weights` (normalised by their sum).
+    pub fn new(parts: Vec<GptSamples>, weights: &[f64], samples: usize) -> Result<Self> {
+        if parts.is_empty() || parts.len() != weights.len() {
+            bail!("a blend needs one weight per shard");
+        }
+        let total: f64 = weights.iter().sum();
+        if total.is_nan() || total <= 0.0 || weights.iter().any(|w| *w < 0.0) {
+            bail!("blend weights must be non-negative with a positive sum");
+        }
+        let mut counts = vec![0u64; parts.len()];
+        let mut index = Vec::with_capacity(samples);
+        for i in 0..samples {
+            // Megatron's rule: the part furthest behind its share.
+            let d = (0..parts.len())
+                .max_by(|&a, &b| {
+                    let lag = |d: usize| weights[d] / total * (i + 1) as f64 - counts[d] as f64;
+                    lag(a).total_cmp(&lag(b)).then(b.cmp(&a))
+                })
+                .expect("parts");
+            index.push((d as u16, counts[d] as u32));
+            counts[d] += 1;
+        }
+        Ok(Self { parts, index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Sample {
+        let (d, j) = self.index[i % self.index.len()];
+        self.parts[d as usize].get(j as usize)
+    }
+}
+
+/// Opens a shard prefix (`P` for `P.bin` + `P.idx`).
+pub fn open(prefix: &Path) -> Result<Arc<IndexedDataset>> {
+    Ok(Arc::new(IndexedDataset::open(prefix).with_context(
+        || format!("opening shard {}", prefix.display()),
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openseek_shards::DType;
+    use openseek_shards::ShardWriter;
+
+    /// A shard of `docs` documents, document d holding d + 3 tokens, each token 1000·d + its index.
+    fn shard(dir: &Path, docs: u32) -> Arc<IndexedDataset> {
+        let prefix = dir.join("s");
+        let mut w = ShardWriter::create(&prefix, DType::I32).unwrap();
+        for d in 0..docs {
+            let t: Vec<u32> = (0..d + 3).map(|i| 1000 * d + i).collect();
+            w.add_document(&t).unwrap();
+        }
+        w.finish(&Default::default()).unwrap();
+        open(&prefix).unwrap()
+    }
+
+    #[test]
+    fn samples_are_windows_of_the_shuffled_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shard(dir.path(), 20);
+        let g = GptSamples::new(Arc::clone(&s), 0..20, 50, 9, 8, 7).unwrap();
+        // Every sample is 9 consecutive tokens of the stream: within a document they count up by one,
+        // and where the document number changes a new document starts at its token 0.
+        let mut firsts = std::collections::BTreeSet::new();
+        for i in 0..g.samples() {
+            let x = g.get(i);
+            assert_eq!(x.tokens.len(), 9);
+            for j in 1..9 {
+                if x.doc_ids[j] == x.doc_ids[j - 1] {
+                    assert_eq!(x.tokens[j], x.tokens[j - 1] + 1);
+                } else {
+                    assert_eq!(x.tokens[j] % 1000, 0);
+                }
+            }
+            firsts.insert(x.tokens[0]);
+        }
+        // Shuffled, yet the same with the same seed.
+        let again = GptSamples::new(s, 0..20, 50, 9, 8, 7).unwrap();
+        assert_eq!(g.get(3), again.get(3));
+        assert!(g.samples() >= 50);
+        assert!(firsts.len() > 40);
+    }
+
+    #[test]
+    fn blends_follow_their_weights_and_splits_hold_out_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), dir);
+        let parts = vec![
+            GptSamples::new(shard(a.path(), 10), 0..10, 100, 5, 5, 1).unwrap(),
+            GptSamples::new(shard(b.path(), 30), 0..30, 100, 5, 5, 2).unwrap(),
+        ];
+        let blend = Blend::new(parts, &[1.0, 3.0], 400).unwrap();
+        let from_a = blend.index.iter().filter(|(d, _)| *d == 0).count();
+        assert_eq!(from_a, 100);
+        assert_eq!(split(100, 0.05), (0..95, 95..100));
+        assert_eq!(split(3, 0.01), (0..2, 2..3));
+        assert_eq!(split(10, 0.0), (0..10, 10..10));
+    }
+}
