@@ -5,3 +5,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod model;
+pub mod optim;
