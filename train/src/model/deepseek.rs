@@ -104,6 +104,15 @@ impl DeepSeek {
         })
     }
 
+    /// The mixtures of experts of the MTP modules' blocks, in order (their loads follow the main
+    /// layers' in [`Losses::loads`]).
+    pub fn mtp_moes(&self) -> impl Iterator<Item = &super::moe::Moe> {
+        self.mtp.iter().filter_map(|m| match &m.block.ffn {
+            super::block::Ffn::Moe(x) => Some(x),
+            super::block::Ffn::Dense(_) => None,
+        })
+    }
+
     /// Logits (batch, seq, vocab) of `ids` (batch, seq): the main model only.
     pub fn logits(&self, ids: &Tensor, doc_ids: Option<&[Vec<u32>]>) -> Result<Tensor> {
         let (h, _, _) = self.hidden(ids, doc_ids)?;

@@ -1,0 +1,520 @@
+//! The training loop: samples from blended shards, forward and backward over micro-batches, clipping,
+//! AdamW, the auxiliary-loss-free bias update after each step, validation on held-out sequences,
+//! metrics as JSON lines, and checkpoints from which a run resumes exactly where it stopped.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::config::ModelConfig;
+use crate::data::{Blend, GptSamples, Sample, split};
+use crate::model::block::Ffn;
+use crate::model::deepseek::{Batch, DeepSeek};
+use crate::optim::{AdamW, clip_scale, is_untrained, learning_rate};
+
+/// The `train:` section of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    pub seq_len: usize,
+    pub micro_batch: usize,
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    #[serde(default = "weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "clip")]
+    pub clip: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// γ of the auxiliary-loss-free balancing (DeepSeek-V3: 0.001).
+    #[serde(default = "gamma")]
+    pub bias_update_speed: f64,
+    /// α of the sequence-wise balance loss (DeepSeek-V3: 1e-4).
+    #[serde(default = "alpha")]
+    pub balance_alpha: f64,
+    /// λ of the MTP loss (DeepSeek-V3: 0.3, then 0.1).
+    #[serde(default = "lambda")]
+    pub mtp_weight: f64,
+    /// Attention within documents only, positions restarting at each (OpenSeek trains with it).
+    #[serde(default = "yes")]
+    pub document_mask: bool,
+    /// Share of each shard's sequences (the last ones) held out for validation.
+    #[serde(default = "valid_fraction")]
+    pub valid_fraction: f64,
+    #[serde(default = "eval_every")]
+    pub eval_every: u64,
+    #[serde(default = "eval_batches")]
+    pub eval_batches: usize,
+    #[serde(default = "checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn weight_decay() -> f64 {
+    0.1
+}
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.95
+}
+fn clip() -> f64 {
+    1.0
+}
+fn gamma() -> f64 {
+    0.001
+}
+fn alpha() -> f64 {
+    1e-4
+}
+fn lambda() -> f64 {
+    0.3
+}
+fn yes() -> bool {
+    true
+}
+fn valid_fraction() -> f64 {
+    0.01
+}
+fn eval_every() -> u64 {
+    50
+}
+fn eval_batches() -> usize {
+    4
+}
+fn checkpoint_every() -> u64 {
+    100
+}
+
+/// A config file: the model (Hugging Face's names) and how to train it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub train: TrainOptions,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let c: Self =
+            serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        c.model.validate()?;
+        if c.train.micro_batch == 0 || c.train.grad_accum == 0 || c.train.seq_len == 0 {
+            bail!(
+                "{}: seq_len, micro_batch and grad_accum must be at least 1",
+                path.display()
+            );
+        }
+        if c.train.seq_len + c.model.num_nextn_predict_layers > c.model.max_position_embeddings {
+            bail!(
+                "{}: seq_len is above max_position_embeddings",
+                path.display()
+            );
+        }
+        Ok(c)
+    }
+}
+
+/// Weights drawn from `seed` (Candle's CPU generator cannot be seeded): normal with the config's
+/// standard deviation, norms one, routing biases zero, in name order.
+pub fn init_weights(vars: &VarMap, std: f64, seed: u64) -> Result<()> {
+    let data = vars.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for name in names {
+        let var = &data[name];
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else if is_untrained(name) {
+            vec![0.0; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    // Box–Muller.
+                    let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+                    ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos() * std) as f32
+                })
+                .collect()
+        };
+        let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// What `trainer_state.json` of a checkpoint holds besides the weights and the moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+}
+
+/// The latest complete checkpoint under `out` (`step-NNNNNN`), if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<(u64, PathBuf)>> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(None);
+    };
+    let mut best: Option<(u64, PathBuf)> = None;
+    for e in entries {
+        let p = e?.path();
+        let step = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(step) = step
+            && p.join("trainer_state.json").exists()
+            && best.as_ref().is_none_or(|b| step > b.0)
+        {
+            best = Some((step, p));
+        }
+    }
+    Ok(best)
+}
+
+fn batch_of(samples: &[Sample], device: &Device, document_mask: bool) -> Result<Batch> {
+    let (b, len) = (samples.len(), samples[0].tokens.len());
+    let tokens: Vec<u32> = samples
+        .iter()
+        .flat_map(|s| s.tokens.iter().copied())
+        .collect();
+    Ok(Batch {
+        tokens: Tensor::from_vec(tokens, (b, len), device)?,
+        doc_ids: document_mask.then(|| samples.iter().map(|s| s.doc_ids.clone()).collect()),
+    })
+}
+
+/// The shards of `data` (weight, prefix), split, as training and validation blends.
+fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blend, Blend)> {
+    let t = &cfg.train;
+    let len = t.seq_len + 1 + cfg.model.num_nextn_predict_layers;
+    let (mut train, mut valid, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (w, prefix)) in data.iter().enumerate() {
+        let shard = crate::data::open(prefix)?;
+        let (tr, va) = split(shard.len(), t.valid_fraction);
+        let seed = t.seed.wrapping_add(1000 * i as u64);
+        train.push(GptSamples::new(
+            shard.clone(),
+            tr,
+            samples,
+            len,
+            t.seq_len,
+            seed,
+        )?);
+        if !va.is_empty() {
+            valid.push(GptSamples::new(
+                shard,
+                va,
+                t.eval_batches * t.micro_batch,
+                len,
+                t.seq_len,
+                seed ^ 1,
+            )?);
+        }
+        weights.push(*w);
+    }
+    if valid.is_empty() {
+        bail!("no sequences held out for validation: raise valid_fraction or give larger shards");
+    }
+    let vw = vec![1.0; valid.len()];
+    let eval = t.eval_batches * t.micro_batch;
+    Ok((
+        Blend::new(train, &weights, samples)?,
+        Blend::new(valid, &vw, eval)?,
+    ))
+}
+
+/// Mean validation loss (next token) over the held-out samples.
+fn validate(model: &DeepSeek, valid: &Blend, cfg: &Config, device: &Device) -> Result<f64> {
+    let mb = cfg.train.micro_batch;
+    let mut sum = 0.0;
+    for k in 0..cfg.train.eval_batches {
+        let samples: Vec<Sample> = (0..mb).map(|j| valid.get(k * mb + j)).collect();
+        let l = model.losses(&batch_of(&samples, device, cfg.train.document_mask)?)?;
+        sum += l.lm.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    }
+    Ok(sum / cfg.train.eval_batches as f64)
+}
+
+/// Trains `cfg` on `data` into `out`, resuming from its latest checkpoint; `steps` overrides the
+/// config's. Returns the last step's metrics.
+pub fn train(
+    cfg: &Config,
+    data: &[(f64, PathBuf)],
+    out: &Path,
+    steps: Option<u64>,
+    device: &Device,
+) -> Result<serde_json::Value> {
+    let t = &cfg.train;
+    let steps = steps.unwrap_or(t.steps);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let vars = VarMap::new();
+    let model = DeepSeek::new(
+        &cfg.model,
+        DType::F32,
+        device,
+        VarBuilder::from_varmap(&vars, DType::F32, device),
+    )?;
+    let mut opt = AdamW::new(&vars, t.beta1, t.beta2, 1e-8, t.weight_decay)?;
+    let start = match latest_checkpoint(out)? {
+        Some((step, dir)) => {
+            checkpoint::load_weights(&dir, &vars, device)?;
+            let state = candle_core::safetensors::load(dir.join("optimizer.safetensors"), device)?;
+            opt.restore(&state, step)?;
+            tracing::info!("resuming at step {step} from {}", dir.display());
+            step
+        }
+        None => {
+            init_weights(&vars, cfg.model.initializer_range, t.seed)?;
+            0
+        }
+    };
+    let per_step = t.micro_batch * t.grad_accum;
+    let (train_set, valid_set) = blends(cfg, data, steps as usize * per_step)?;
+    let metrics_path = out.join("metrics.jsonl");
+    // A resumed run drops what the killed one logged past its checkpoint.
+    truncate_metrics(&metrics_path, start)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)?;
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_position(start);
+    let mut last = serde_json::Value::Null;
+    for step in start..steps {
+        let started = Instant::now();
+        let lr = learning_rate(step, t.warmup_steps, steps, t.lr, t.min_lr);
+        let mut grads: Option<GradStore> = None;
+        let (mut lm, mut mtp, mut balance, mut total) = (0.0, 0.0, 0.0, 0.0);
+        let mut loads: Vec<Vec<usize>> = Vec::new();
+        for micro in 0..t.grad_accum {
+            let first = (step as usize * t.grad_accum + micro) * t.micro_batch;
+            let samples: Vec<Sample> = (0..t.micro_batch)
+                .map(|j| train_set.get(first + j))
+                .collect();
+            let l = model.losses(&batch_of(&samples, device, t.document_mask)?)?;
+            let mut loss = l.lm.clone();
+            for m in &l.mtp {
+                loss = (loss + (m * (t.mtp_weight / l.mtp.len() as f64))?)?;
+            }
+            loss = (loss + (&l.balance * t.balance_alpha)?)?;
+            let scaled = (&loss / t.grad_accum as f64)?;
+            let g = scaled.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for (_, var) in vars.data().lock().expect("varmap lock").iter() {
+                        if let Some(new) = g.get(var.as_tensor()) {
+                            let sum = match acc.get(var.as_tensor()) {
+                                Some(old) => (old + new)?,
+                                None => new.clone(),
+                            };
+                            acc.insert(var.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+            let scalar =
+                |x: &Tensor| -> Result<f64> { Ok(x.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+            let k = t.grad_accum as f64;
+            lm += scalar(&l.lm)? / k;
+            mtp += l.mtp.iter().map(scalar).sum::<Result<f64>>()? / k;
+            balance += scalar(&l.balance)? / k;
+            total += scalar(&loss)? / k;
+            if loads.is_empty() {
+                loads = l.loads.clone();
+            } else {
+                for (a, b) in loads.iter_mut().zip(&l.loads) {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                }
+            }
+        }
+        let grads = grads.expect("at least one micro-batch");
+        let norm = opt.grad_norm(&grads)?;
+        opt.update(&grads, lr, clip_scale(norm, t.clip))?;
+        // Auxiliary-loss-free balancing: each expert's bias moves by γ towards the mean load.
+        let moes = model
+            .layers
+            .iter()
+            .filter_map(|b| match &b.ffn {
+                Ffn::Moe(m) => Some(m),
+                Ffn::Dense(_) => None,
+            })
+            .chain(model.mtp_moes());
+        let mut imbalance = Vec::new();
+        for (moe, load) in moes.zip(&loads) {
+            let mean = load.iter().sum::<usize>() as f64 / load.len() as f64;
+            let max = *load.iter().max().unwrap_or(&0) as f64;
+            imbalance.push(if mean > 0.0 { max / mean } else { 0.0 });
+            let delta: Vec<f32> = load
+                .iter()
+                .map(|&l| (t.bias_update_speed * (mean - l as f64).signum()) as f32)
+                .collect();
+            let delta = Tensor::from_vec(delta, load.len(), device)?.to_dtype(moe.bias.dtype())?;
+            moe.bias.set(&(moe.bias.as_tensor() + delta)?)?;
+        }
+        let done = step + 1;
+        let tokens = (per_step * t.seq_len) as f64;
+        let mut record = serde_json::json!({
+            "step": done, "loss": total, "lm_loss": lm, "mtp_loss": mtp, "balance_loss": balance,
+            "expert_load_max_over_mean": imbalance, "grad_norm": norm, "lr": lr,
+            "tokens_per_s": tokens / started.elapsed().as_secs_f64(),
+        });
+        if done % t.eval_every == 0 || done == steps {
+            record["valid_loss"] = serde_json::json!(validate(&model, &valid_set, cfg, device)?);
+        }
+        writeln!(metrics, "{record}")?;
+        metrics.flush()?;
+        if done % t.checkpoint_every == 0 || done == steps {
+            save_checkpoint(out, done, cfg, &vars, &opt)?;
+        }
+        bar.set_position(done);
+        bar.set_message(format!("loss {total:.4}"));
+        last = record;
+    }
+    bar.finish();
+    Ok(last)
+}
+
+fn save_checkpoint(out: &Path, step: u64, cfg: &Config, vars: &VarMap, opt: &AdamW) -> Result<()> {
+    let dir = out.join(format!("step-{step:06}"));
+    let tmp = out.join(format!(".step-{step:06}.partial"));
+    checkpoint::save(&tmp, &cfg.model, vars)?;
+    let state: HashMap<String, Tensor> = opt.state();
+    candle_core::safetensors::save(&state, tmp.join("optimizer.safetensors"))?;
+    std::fs::write(
+        tmp.join("trainer_state.json"),
+        serde_json::to_string(&TrainerState { step })?,
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)?;
+    Ok(())
+}
+
+/// Keeps the lines of `metrics.jsonl` up to step `step`.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openseek_shards::{DType as ShardType, ShardWriter};
+
+    fn config(vocab: usize) -> Config {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
+        )
+        .unwrap();
+        let mut c: Config = serde_norway::from_str(&text).unwrap();
+        c.model.vocab_size = vocab;
+        c.train.seq_len = 16;
+        c.train.micro_batch = 2;
+        c.train.grad_accum = 2;
+        c.train.warmup_steps = 2;
+        c.train.eval_every = 3;
+        c.train.eval_batches = 2;
+        c.train.checkpoint_every = 3;
+        c.train.valid_fraction = 0.1;
+        c
+    }
+
+    /// A shard of 60 documents of a small made-up language: each document counts up from its start by a
+    /// stride, modulo the vocabulary, so the next token is learnable.
+    fn shard(dir: &Path, vocab: u32) -> PathBuf {
+        let prefix = dir.join("toy");
+        let mut w = ShardWriter::create(&prefix, ShardType::I32).unwrap();
+        for d in 0..60u32 {
+            let stride = 1 + d % 3;
+            let doc: Vec<u32> = (0..20 + d % 17)
+                .map(|i| (d * 7 + i * stride) % vocab)
+                .collect();
+            w.add_document(&doc).unwrap();
+        }
+        w.finish(&Default::default()).unwrap();
+        prefix
+    }
+
+    /// Six steps at once, and three then three more after a restart: the same metrics, step by step,
+    /// and the loss falls.
+    #[test]
+    fn a_resumed_run_continues_the_same_curve() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let cfg = config(64);
+        let data = vec![(1.0, shard(dir.path(), 64))];
+        let whole = dir.path().join("whole");
+        train(&cfg, &data, &whole, Some(6), &dev)?;
+        let split = dir.path().join("split");
+        train(&cfg, &data, &split, Some(3), &dev)?;
+        assert!(split.join("step-000003/model.safetensors").exists());
+        train(&cfg, &data, &split, Some(6), &dev)?;
+        let read = |d: &Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(d.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (a, b) = (read(&whole), read(&split));
+        assert_eq!(a.len(), 6);
+        assert_eq!(b.len(), 6);
+        for (x, y) in a.iter().zip(&b) {
+            for key in [
+                "step",
+                "loss",
+                "lm_loss",
+                "mtp_loss",
+                "grad_norm",
+                "lr",
+                "expert_load_max_over_mean",
+            ] {
+                assert_eq!(x[key], y[key], "{key} at step {}", x["step"]);
+            }
+        }
+        // Resuming a finished run does nothing more.
+        train(&cfg, &data, &split, Some(6), &dev)?;
+        assert_eq!(read(&split).len(), 6);
+        let first = a[0]["lm_loss"].as_f64().unwrap();
+        let last = a[5]["lm_loss"].as_f64().unwrap();
+        assert!(last < first, "{first} -> {last}");
+        Ok(())
+    }
+}
