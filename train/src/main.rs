@@ -51,7 +51,7 @@ fn parse_data(s: &str) -> Result<Vec<(f64, PathBuf)>> {
         bail!("--data names no shard prefix");
     }
     if items[0].parse::<f64>().is_ok() {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             bail!("--data: weights and prefixes must alternate");
         }
         items
