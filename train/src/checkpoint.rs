@@ -175,12 +175,7 @@ mod tests {
     use candle_nn::VarBuilder;
 
     fn tiny() -> ModelConfig {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
-        )
-        .unwrap();
-        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        let mut c: ModelConfig = serde_norway::from_value(v["model"].clone()).unwrap();
+        let mut c = crate::config::tiny_for_tests();
         c.vocab_size = 101;
         c
     }

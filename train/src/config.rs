@@ -207,11 +207,17 @@ impl ModelConfig {
     }
 }
 
+/// The model of `configs/tiny.yaml`, which the blocks' tests start from.
+#[cfg(test)]
+pub fn tiny_for_tests() -> ModelConfig {
+    tests::load("configs/tiny.yaml")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load(path: &str) -> ModelConfig {
+    pub(super) fn load(path: &str) -> ModelConfig {
         let text =
             std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
                 .unwrap();

@@ -201,14 +201,7 @@ mod tests {
     use crate::model::gradcheck::without_gradient;
     use candle_nn::VarMap;
 
-    fn tiny() -> ModelConfig {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
-        )
-        .unwrap();
-        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        serde_norway::from_value(v["model"].clone()).unwrap()
-    }
+    use crate::config::tiny_for_tests as tiny;
 
     /// Every parameter but the routing bias receives a non-zero gradient from the training loss, tied
     /// and untied, with and without the query's low rank.

@@ -129,14 +129,7 @@ mod tests {
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
 
-    fn tiny() -> ModelConfig {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
-        )
-        .unwrap();
-        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        serde_norway::from_value(v["model"].clone()).unwrap()
-    }
+    use crate::config::tiny_for_tests as tiny;
 
     /// With and without the query's low rank: every weight has a gradient, and the gradients of the
     /// input and of each weight match central differences.

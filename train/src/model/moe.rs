@@ -176,14 +176,7 @@ mod tests {
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
-    fn tiny() -> ModelConfig {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
-        )
-        .unwrap();
-        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        serde_norway::from_value(v["model"].clone()).unwrap()
-    }
+    use crate::config::tiny_for_tests as tiny;
 
     /// Group-limited choice against a brute force: among all sets of `topk_group` groups, the best by
     /// group score; within them, the best biased scores.

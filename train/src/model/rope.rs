@@ -94,14 +94,7 @@ mod tests {
     use super::*;
     use candle_core::Var;
 
-    fn config() -> ModelConfig {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
-        )
-        .unwrap();
-        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-        serde_norway::from_value(v["model"].clone()).unwrap()
-    }
+    use crate::config::tiny_for_tests as config;
 
     #[test]
     fn rotates_pairs_by_position_and_keeps_dot_products_relative() -> Result<()> {
