@@ -9,7 +9,7 @@ For every prefix of SHARD_DIR (those with a sidecar PREFIX.json):
      run output RUN_DIR/data (plus EOS): Megatron gets exactly the tokenizer's ids;
   2. the sequences Megatron read are written again with megatron.core's IndexedDatasetBuilder (same
      dtype, one document each, in order); its .bin and .idx must be byte-identical to ours.
-Exits 1 on any difference. Needs torch and megatron-core (benches/tokenize/setup_megatron.sh).
+Exits 1 on any difference. Needs torch and megatron-core (scripts/setup-torch-venv).
 """
 import glob
 import json

@@ -5,8 +5,8 @@
 #   limit       Python `tokenizers` encode_batch on RAYON_NUM_THREADS=JOBS (encoding only: the shared Rust
 #               core, the limit for our stage)
 #   datatrove   datatrove 0.10.1 MegatronDocumentTokenizer, JOBS workers (the peer)
-# then the token-id parity of our shards with Python `tokenizers`, and, when the Megatron venv exists
-# (benches/tokenize/setup_megatron.sh), Megatron's own reader and builder on our shards.
+# then the token-id parity of our shards with Python `tokenizers`, and, when the PyTorch venv exists
+# (scripts/setup-torch-venv), Megatron's own reader and builder on our shards.
 #
 #   benches/tokenize/run.sh [FACTOR...]      (default: 1 5; factor K reads K copies of corpus/en)
 # Env: OPENSEEK_CORPUS, JOBS (2), TOOLS ("openseek limit datatrove"), REPEAT (1: rounds of all the tools,
@@ -17,7 +17,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 CORPUS="$(realpath "${OPENSEEK_CORPUS:-$REPO/../shared/corpus}")"
 VENV="${OPENSEEK_BENCH_VENV:-$REPO/target/bench-venv}"
-MVENV="${OPENSEEK_MEGATRON_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/openseek/megatron-venv}"
+MVENV="${OPENSEEK_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/openseek/torch-venv}"
 PY="$VENV/bin/python"
 BIN="$REPO/target/release/openseek"
 JOBS="${JOBS:-2}"

@@ -222,13 +222,13 @@ fn the_corpus_tokenizers_load_by_name() {
 
 /// Megatron's own `IndexedDataset` reads our shards of the bundled sample and gets Python
 /// `tokenizers`' ids, and its `IndexedDatasetBuilder` writes the same bytes
-/// (`benches/tokenize/megatron_check.py`). Runs when the Megatron virtualenv of
-/// `benches/tokenize/setup_megatron.sh` exists (`OPENSEEK_MEGATRON_VENV`, default
-/// `~/.cache/openseek/megatron-venv`, which `scripts/install-test-deps` makes where the shared corpus
+/// (`benches/tokenize/megatron_check.py`). Runs when the PyTorch virtualenv of
+/// `scripts/setup-torch-venv` exists (`OPENSEEK_TORCH_VENV`, default
+/// `~/.cache/openseek/torch-venv`, which `scripts/install-test-deps` makes where the shared corpus
 /// is, as in CI); says SKIPPED otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn megatron_reads_our_shards_and_writes_the_same_bytes() {
-    let venv = std::env::var_os("OPENSEEK_MEGATRON_VENV")
+    let venv = std::env::var_os("OPENSEEK_TORCH_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -237,13 +237,13 @@ async fn megatron_reads_our_shards_and_writes_the_same_bytes() {
                     std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                         .join(".cache")
                 });
-            cache.join("openseek/megatron-venv")
+            cache.join("openseek/torch-venv")
         });
     let python = venv.join("bin/python");
     if !python.exists() {
         eprintln!(
-            "SKIPPED megatron_reads_our_shards_and_writes_the_same_bytes: no Megatron venv at {} \
-             (benches/tokenize/setup_megatron.sh makes it)",
+            "SKIPPED megatron_reads_our_shards_and_writes_the_same_bytes: no PyTorch venv at {} \
+             (scripts/setup-torch-venv makes it)",
             venv.display()
         );
         return;

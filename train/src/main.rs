@@ -68,7 +68,21 @@ fn parse_data(s: &str) -> Result<Vec<(f64, PathBuf)>> {
     }
 }
 
+// mimalloc returns freed memory to the kernel `purge_delay` ms after it is freed (1 s by default). A
+// training step frees and allocates again hundreds of MB of logits and gradients, and faulting them
+// back in, zeroed by the kernel, was a third of the step. So never purge, unless the environment says
+// otherwise: the process keeps the memory of its largest step.
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (v3, the one the mimalloc crate builds).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
 fn main() -> std::process::ExitCode {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a global option before any thread starts.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -18,7 +18,7 @@ use crate::checkpoint;
 use crate::config::ModelConfig;
 use crate::data::{Blend, GptSamples, Sample, split};
 use crate::model::block::Ffn;
-use crate::model::deepseek::{Batch, DeepSeek};
+use crate::model::deepseek::{Batch, DeepSeek, Pass};
 use crate::optim::{AdamW, clip_scale, is_untrained, learning_rate};
 
 /// The `train:` section of a config.
@@ -252,7 +252,10 @@ fn validate(model: &DeepSeek, valid: &Blend, cfg: &Config, device: &Device) -> R
     let mut sum = 0.0;
     for k in 0..cfg.train.eval_batches {
         let samples: Vec<Sample> = (0..mb).map(|j| valid.get(k * mb + j)).collect();
-        let l = model.losses(&batch_of(&samples, device, cfg.train.document_mask)?)?;
+        let l = model.losses(
+            &batch_of(&samples, device, cfg.train.document_mask)?,
+            Pass::Eval,
+        )?;
         sum += l.lm.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     }
     Ok(sum / cfg.train.eval_batches as f64)
@@ -314,7 +317,7 @@ pub fn train(
             let samples: Vec<Sample> = (0..t.micro_batch)
                 .map(|j| train_set.get(first + j))
                 .collect();
-            let l = model.losses(&batch_of(&samples, device, t.document_mask)?)?;
+            let l = model.losses(&batch_of(&samples, device, t.document_mask)?, Pass::Train)?;
             let mut loss = l.lm.clone();
             for m in &l.mtp {
                 loss = (loss + (m * (t.mtp_weight / l.mtp.len() as f64))?)?;

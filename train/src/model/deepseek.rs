@@ -10,6 +10,7 @@ use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
 
 use super::block::Block;
+pub use super::cross_entropy::Pass;
 use super::linear::linear;
 use super::moe::Routing;
 use super::norm::RmsNorm;
@@ -140,8 +141,8 @@ impl DeepSeek {
     }
 
     /// The training losses of `batch`, whose tokens hold seq + 1 + depth columns: inputs are the first
-    /// seq, depth k predicts the tokens k + 1 ahead.
-    pub fn losses(&self, batch: &Batch) -> Result<Losses> {
+    /// seq, depth k predicts the tokens k + 1 ahead. `pass` says whether a backward follows.
+    pub fn losses(&self, batch: &Batch, pass: Pass) -> Result<Losses> {
         let depth = self.mtp.len();
         let (b, total) = batch.tokens.dims2()?;
         let s = total - 1 - depth;
@@ -156,13 +157,12 @@ impl DeepSeek {
         let docs0 = doc(0);
         let (mut h, (mask, positions), routing) = self.hidden(&window(0)?, docs0.as_deref())?;
         let ce = |h: &Tensor, targets: &Tensor| -> Result<Tensor> {
-            let logits = self.head.forward(h)?.reshape((b * s, ()))?;
-            // Half-precision logits are taken to f32 for the softmax.
-            let logits = match logits.dtype() {
-                DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
-                _ => logits,
-            };
-            candle_nn::loss::cross_entropy(&logits, &targets.flatten_all()?)
+            super::cross_entropy::linear_cross_entropy(
+                &h.reshape((b * s, ()))?,
+                self.head.weight(),
+                &targets.flatten_all()?,
+                pass,
+            )
         };
         let lm = ce(&h, &window(1)?)?;
         let mut mtp_losses = Vec::with_capacity(depth);
@@ -234,7 +234,7 @@ mod tests {
                 vec![0; 18],
                 (0..18).map(|i| u32::from(i >= 9)).collect(),
             ]);
-            let l = model.losses(&Batch { tokens, doc_ids })?;
+            let l = model.losses(&Batch { tokens, doc_ids }, Pass::Train)?;
             assert!(
                 l.loads.iter().all(|load| load.iter().all(|&n| n > 0)),
                 "{:?}",
@@ -279,7 +279,7 @@ mod tests {
             doc_ids: Some(vec![vec![0, 0, 0, 0, 1, 1, 1, 1, 1], vec![0; 9]]),
         };
         let loss = || -> Result<Tensor> {
-            let l = model.losses(&batch)?;
+            let l = model.losses(&batch, Pass::Train)?;
             (l.lm + (&l.mtp[0] * 0.3)?)? + (l.balance * 1e-2)?
         };
         let vars = map.data().lock().unwrap().clone();
