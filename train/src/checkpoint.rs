@@ -29,6 +29,18 @@ pub fn hf_config(c: &ModelConfig) -> Result<Value> {
     o.insert("rope_interleave".into(), json!(true));
     o.insert("use_cache".into(), json!(true));
     o.insert("torch_dtype".into(), json!("float32"));
+    // transformers 5 reads the rotary settings from `rope_parameters` (and still accepts the keys
+    // above, which DeepSeek-V3's own config.json and transformers 4 use).
+    let mut rope = json!({"rope_type": "default", "rope_theta": c.rope_theta});
+    if let Some(y) = &c.rope_scaling {
+        rope = json!({
+            "rope_type": y.kind, "rope_theta": c.rope_theta, "factor": y.factor,
+            "original_max_position_embeddings": y.original_max_position_embeddings,
+            "beta_fast": y.beta_fast, "beta_slow": y.beta_slow,
+            "mscale": y.mscale, "mscale_all_dim": y.mscale_all_dim,
+        });
+    }
+    o.insert("rope_parameters".into(), rope);
     Ok(v)
 }
 
@@ -68,8 +80,65 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig> {
     {
         bail!("{}: model_type is {t}, not deepseek_v3", path.display());
     }
-    serde_json::from_value(v)
+    serde_json::from_value(normalise(v))
         .with_context(|| format!("{}: not a DeepSeek-V3 config", path.display()))
+}
+
+/// transformers 5 writes the rotary settings as `rope_parameters` (`rope_theta` inside, and YaRN's
+/// keys with `rope_type: yarn`) instead of DeepSeek's `rope_theta` and `rope_scaling`.
+fn normalise(mut v: Value) -> Value {
+    let Some(o) = v.as_object_mut() else {
+        return v;
+    };
+    if let Some(rope) = o.get("rope_parameters").cloned() {
+        if !o.contains_key("rope_theta")
+            && let Some(theta) = rope.get("rope_theta")
+        {
+            o.insert("rope_theta".into(), theta.clone());
+        }
+        let yarn = rope.get("rope_type").and_then(Value::as_str) == Some("yarn");
+        if yarn && o.get("rope_scaling").is_none_or(Value::is_null) {
+            let mut scaling = rope.clone();
+            if let Some(s) = scaling.as_object_mut() {
+                s.remove("rope_theta");
+                s.remove("rope_type");
+                s.insert("type".into(), json!("yarn"));
+                if !s.contains_key("original_max_position_embeddings")
+                    && let Some(m) = o.get("max_position_embeddings")
+                {
+                    s.insert("original_max_position_embeddings".into(), m.clone());
+                }
+            }
+            o.insert("rope_scaling".into(), scaling);
+        }
+    }
+    if !o.contains_key("num_nextn_predict_layers")
+        && let Some(n) = o.get("num_mtp_layers").cloned()
+    {
+        o.insert("num_nextn_predict_layers".into(), n);
+    }
+    v
+}
+
+/// A checkpoint's model, for inference: its config and weights on `device` in f32, without the MTP
+/// modules (they do not predict the next token, and transformers saves a model without them even when
+/// its config counts them).
+pub fn load_model(
+    dir: &Path,
+    device: &Device,
+) -> Result<(crate::model::deepseek::DeepSeek, VarMap)> {
+    let mut c = load_config(dir)?;
+    c.num_nextn_predict_layers = 0;
+    let vars = VarMap::new();
+    let model = crate::model::deepseek::DeepSeek::new(
+        &c,
+        DType::F32,
+        device,
+        candle_nn::VarBuilder::from_varmap(&vars, DType::F32, device),
+    )?;
+    let unused = load_weights(dir, &vars, device)?;
+    tracing::debug!("{}: {unused} tensors not used for inference", dir.display());
+    Ok((model, vars))
 }
 
 /// The safetensors files of a checkpoint directory.

@@ -408,6 +408,11 @@ fn save_checkpoint(out: &Path, step: u64, cfg: &Config, vars: &VarMap, opt: &Ada
     checkpoint::save(&tmp, &cfg.model, vars)?;
     let state: HashMap<String, Tensor> = opt.state();
     candle_core::safetensors::save(&state, tmp.join("optimizer.safetensors"))?;
+    // What `eval` defaults to (sequence length, document masks), and a record of the run.
+    std::fs::write(
+        tmp.join("training.json"),
+        serde_json::to_string_pretty(cfg)?,
+    )?;
     std::fs::write(
         tmp.join("trainer_state.json"),
         serde_json::to_string(&TrainerState { step })?,

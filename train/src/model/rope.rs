@@ -12,7 +12,8 @@ pub struct Rope {
     /// (max positions, d/2) each.
     cos: Tensor,
     sin: Tensor,
-    /// YaRN's attention scale, multiplied into the softmax scale (1 without YaRN).
+    /// YaRN's factor on the softmax scale, applied squared: `yarn_get_mscale(factor, mscale_all_dim)`
+    /// (1 without YaRN).
     pub mscale: f64,
 }
 
@@ -22,7 +23,7 @@ impl Rope {
         let mut inv_freq: Vec<f64> = (0..d / 2)
             .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f64 / d as f64))
             .collect();
-        let mut mscale = 1.0;
+        let (mut mscale, mut table_scale) = (1.0, 1.0);
         if let Some(y) = &c.rope_scaling {
             // YaRN (Peng et al. 2023), as DeepSeek-V3's `yarn_find_correction_range` and `yarn_get_mscale`:
             // frequencies above the fast band keep their value, those below the slow band are divided by
@@ -53,7 +54,12 @@ impl Rope {
                     0.1 * m * y.factor.ln() + 1.0
                 }
             };
-            mscale = get(y.mscale) / get(y.mscale_all_dim);
+            // DeepSeek-V3 (and transformers) scale cos and sin by the ratio of the two mscales, and
+            // the softmax by the square of the second.
+            table_scale = get(y.mscale) / get(y.mscale_all_dim);
+            if y.mscale_all_dim != 0.0 {
+                mscale = get(y.mscale_all_dim);
+            }
         }
         let positions = c.max_position_embeddings;
         let mut angles = Vec::with_capacity(positions * d / 2);
@@ -62,8 +68,8 @@ impl Rope {
         }
         let angles = Tensor::from_vec(angles, (positions, d / 2), device)?;
         Ok(Self {
-            cos: angles.cos()?.to_dtype(dtype)?,
-            sin: angles.sin()?.to_dtype(dtype)?,
+            cos: (angles.cos()? * table_scale)?.to_dtype(dtype)?,
+            sin: (angles.sin()? * table_scale)?.to_dtype(dtype)?,
             mscale,
         })
     }
