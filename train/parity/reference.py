@@ -7,8 +7,10 @@
       and `logits` (f32) of the model on them.
   reference.py check DIR
       loads DIR (a checkpoint of ours) with from_pretrained, computes the logits of the `ids` of
-      DIR/reference.safetensors and compares them with its `logits` (ours). Prints one JSON line;
-      exits 1 when the relative error ‖a − b‖ / ‖b‖ is 1e-4 or more.
+      DIR/reference.safetensors and compares them with its `logits` (ours); and, when it holds
+      `prompt` and `generated`, continues the prompt greedily with `generate` and compares the new ids
+      with ours. Prints one JSON line; exits 1 when the relative error ‖a − b‖ / ‖b‖ is 1e-4 or more
+      or the ids differ.
   reference.py speed DIR --data PREFIX --seq-len S --micro-batch B --steps N [--threads T]
       trains the model of DIR (our checkpoint, loaded by transformers) with torch's AdamW as our trainer
       configures it (β 0.9/0.95, ε 1e-8, weight decay 0.1 but none on norms, clipping at 1.0) on windows
@@ -66,8 +68,20 @@ def check(args):
         logits = model(input_ids=ref["ids"].long()).logits.float()
     err = relative_error(logits, ref["logits"])
     diff = (logits - ref["logits"]).abs().max().item()
-    print(json.dumps({"relative_error": err, "max_abs_diff": diff, "limit": LIMIT}))
-    sys.exit(0 if err < LIMIT else 1)
+    report = {"relative_error": err, "max_abs_diff": diff, "limit": LIMIT}
+    ok = err < LIMIT
+    if "generated" in ref:
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        prompt = ref["prompt"].long().unsqueeze(0)
+        n = ref["generated"].numel()
+        with torch.no_grad():
+            out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        theirs = out[0, prompt.shape[1]:].tolist()
+        report["greedy_ids_equal"] = theirs == ref["generated"].long().tolist()
+        ok = ok and report["greedy_ids_equal"]
+    print(json.dumps(report))
+    sys.exit(0 if ok else 1)
 
 
 def speed(args):

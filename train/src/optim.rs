@@ -26,6 +26,9 @@ struct Param {
     decay: bool,
     m: Tensor,
     v: Tensor,
+    /// The f32 weights of a variable held in half precision (Megatron's main parameters): updates
+    /// smaller than a bf16 step would otherwise be lost.
+    master: Option<Tensor>,
 }
 
 pub struct AdamW {
@@ -50,11 +53,15 @@ impl AdamW {
             let var = data[name].clone();
             // Moments in f32 whatever the weights' dtype.
             let zeros = var.as_tensor().zeros_like()?.to_dtype(DType::F32)?;
+            let master = (var.dtype() != DType::F32 && var.dtype() != DType::F64)
+                .then(|| var.as_tensor().to_dtype(DType::F32))
+                .transpose()?;
             params.push(Param {
                 name: name.clone(),
                 decay: is_decayed(name),
                 m: zeros.clone(),
                 v: zeros,
+                master,
                 var,
             });
         }
@@ -97,7 +104,10 @@ impl AdamW {
             p.m = ((&p.m * b1)? + (&g * (1.0 - b1))?)?;
             p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let step = ((&p.m / c1)? / ((&p.v / c2)?.sqrt()? + self.eps)?)?;
-            let w = p.var.as_tensor().to_dtype(DType::F32)?;
+            let w = match &p.master {
+                Some(m) => m.clone(),
+                None => p.var.as_tensor().to_dtype(DType::F32)?,
+            };
             let decayed = if p.decay {
                 (&w * (1.0 - lr * self.weight_decay))?
             } else {
@@ -105,16 +115,23 @@ impl AdamW {
             };
             let new = (decayed - (step * lr)?)?;
             p.var.set(&new.to_dtype(p.var.dtype())?)?;
+            if p.master.is_some() {
+                p.master = Some(new);
+            }
         }
         Ok(())
     }
 
-    /// The moments, by `m.NAME` and `v.NAME`, for a checkpoint.
+    /// The moments, by `m.NAME` and `v.NAME`, and the f32 weights of half-precision variables, by
+    /// `master.NAME`, for a checkpoint.
     pub fn state(&self) -> HashMap<String, Tensor> {
         let mut s = HashMap::new();
         for p in &self.params {
             s.insert(format!("m.{}", p.name), p.m.clone());
             s.insert(format!("v.{}", p.name), p.v.clone());
+            if let Some(m) = &p.master {
+                s.insert(format!("master.{}", p.name), m.clone());
+            }
         }
         s
     }
@@ -130,6 +147,9 @@ impl AdamW {
             };
             p.m = get(format!("m.{}", p.name))?.to_device(p.var.device())?;
             p.v = get(format!("v.{}", p.name))?.to_device(p.var.device())?;
+            if p.master.is_some() {
+                p.master = Some(get(format!("master.{}", p.name))?.to_device(p.var.device())?);
+            }
         }
         self.step = step;
         Ok(())

@@ -110,7 +110,8 @@ fn transformers_checkpoints_give_our_model_the_same_logits() {
 }
 
 /// ours → transformers: our tiny config (MTP module included, which transformers ignores), random
-/// weights and routing biases, saved by our trainer's checkpoint writer.
+/// weights and routing biases, saved by our trainer's checkpoint writer; and greedy generation gives
+/// the same ids.
 #[test]
 fn our_checkpoints_give_transformers_the_same_logits() {
     let Some(py) = python("our_checkpoints_give_transformers_the_same_logits") else {
@@ -150,8 +151,24 @@ fn our_checkpoints_give_transformers_the_same_logits() {
         let logits = model
             .logits(&ids.to_dtype(DType::U32).unwrap(), None)
             .unwrap();
-        let tensors: HashMap<String, Tensor> =
-            [("ids".to_string(), ids), ("logits".to_string(), logits)].into();
+        // Greedy continuation of a prompt, compared with transformers' `generate`.
+        let prompt: Vec<u32> = (0..8).map(|i| (i * 61 + 5) % 503).collect();
+        let generated = openseek_train::infer::generate(&model, &prompt, 12, None, &dev).unwrap();
+        let as_i64 = |v: &[u32]| {
+            Tensor::from_vec(
+                v.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+                v.len(),
+                &dev,
+            )
+            .unwrap()
+        };
+        let tensors: HashMap<String, Tensor> = [
+            ("ids".to_string(), ids),
+            ("logits".to_string(), logits),
+            ("prompt".to_string(), as_i64(&prompt)),
+            ("generated".to_string(), as_i64(&generated)),
+        ]
+        .into();
         candle_core::safetensors::save(&tensors, ckpt.join("reference.safetensors")).unwrap();
         let out = reference(&py, &["check", ckpt.to_str().unwrap()]);
         let report = String::from_utf8_lossy(&out.stdout);

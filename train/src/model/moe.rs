@@ -11,7 +11,6 @@
 use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::linear::linear;
 use super::mlp::Mlp;
 use crate::config::ModelConfig;
 
@@ -41,11 +40,30 @@ pub struct Routing {
 impl Moe {
     pub fn new(c: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let (h, e, std) = (c.hidden_size, c.n_routed_experts, c.initializer_range);
-        let router = linear(h, e, std, vb.pp("gate"))?;
-        let bias = candle_core::Var::from_tensor(&vb.pp("gate").get_with_hints(
+        // The router and its bias stay in f32 when the model is in half precision, as DeepSeek-V3 and
+        // transformers keep them: choosing among close scores needs the digits.
+        let router_dtype = match vb.dtype() {
+            DType::BF16 | DType::F16 => DType::F32,
+            d => d,
+        };
+        let gate = vb.pp("gate");
+        let router = candle_nn::Linear::new(
+            gate.get_with_hints_dtype(
+                (e, h),
+                "weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
+                router_dtype,
+            )?,
+            None,
+        );
+        let bias = candle_core::Var::from_tensor(&gate.get_with_hints_dtype(
             e,
             "e_score_correction_bias",
             Init::Const(0.0),
+            router_dtype,
         )?)?;
         let experts = (0..e)
             .map(|i| Mlp::new(h, c.moe_intermediate_size, std, vb.pp("experts").pp(i)))
@@ -110,7 +128,9 @@ impl Moe {
         let n = b * s;
         let e = self.experts.len();
         let flat = x.reshape((n, h))?;
-        let scores = candle_nn::ops::sigmoid(&candle_nn::Module::forward(&self.router, &flat)?)?;
+        let router_in = flat.to_dtype(self.router.weight().dtype())?;
+        let scores =
+            candle_nn::ops::sigmoid(&candle_nn::Module::forward(&self.router, &router_in)?)?;
         let host: Vec<f32> = scores.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let bias: Vec<f32> = self.bias.as_tensor().to_dtype(DType::F32)?.to_vec1()?;
         let chosen: Vec<Vec<usize>> = (0..n)
@@ -125,7 +145,9 @@ impl Moe {
         if self.norm_topk_prob {
             weights = weights.broadcast_div(&(weights.sum_keepdim(1)? + 1e-20)?)?;
         }
-        let weights = (weights * self.scaling)?.flatten_all()?;
+        let weights = (weights * self.scaling)?
+            .flatten_all()?
+            .to_dtype(x.dtype())?;
 
         let mut out = flat.zeros_like()?;
         let mut load = vec![0usize; e];
