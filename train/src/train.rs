@@ -231,7 +231,8 @@ fn batch_of(samples: &[Sample], device: &Device, document_mask: bool) -> Result<
 fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blend, Blend)> {
     let t = &cfg.train;
     let len = t.seq_len + 1 + cfg.model.num_nextn_predict_layers;
-    let (mut train, mut valid, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    let (mut weights, mut valid_weights) = (Vec::new(), Vec::new());
     for (i, (w, prefix)) in data.iter().enumerate() {
         let shard = crate::data::open(prefix)?;
         let (tr, va) = split(shard.len(), t.valid_fraction);
@@ -253,17 +254,18 @@ fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blen
                 t.seq_len,
                 seed ^ 1,
             )?);
+            valid_weights.push(*w);
         }
         weights.push(*w);
     }
     if valid.is_empty() {
         bail!("no sequences held out for validation: raise valid_fraction or give larger shards");
     }
-    let vw = vec![1.0; valid.len()];
+    // Validation mixes the held-out sequences by the training weights, as Megatron's blend does.
     let eval = t.eval_batches * t.micro_batch;
     Ok((
         Blend::new(train, &weights, samples)?,
-        Blend::new(valid, &vw, eval)?,
+        Blend::new(valid, &valid_weights, eval)?,
     ))
 }
 
