@@ -141,8 +141,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The GPU when built with `--features cuda` (`OPENSEEK_DEVICE=cpu` keeps the CPU), else the CPU.
+fn device() -> Result<candle_core::Device> {
+    if cfg!(feature = "cuda") && std::env::var("OPENSEEK_DEVICE").as_deref() != Ok("cpu") {
+        return candle_core::Device::new_cuda(0).context("opening CUDA device 0");
+    }
+    Ok(candle_core::Device::Cpu)
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let device = candle_core::Device::Cpu;
+    let device = device()?;
     match cli.command {
         Command::Train {
             config,
