@@ -66,16 +66,7 @@ pub fn evaluate(
             let batch: Vec<Sample> = (first..(first + o.micro_batch).min(windows))
                 .map(|i| samples.get(i))
                 .collect();
-            let tokens: Vec<u32> = batch
-                .iter()
-                .flat_map(|s| s.tokens.iter().copied())
-                .collect();
-            let b = Batch {
-                tokens: Tensor::from_vec(tokens, (batch.len(), len), device)?,
-                doc_ids: o
-                    .document_mask
-                    .then(|| batch.iter().map(|s| s.doc_ids.clone()).collect()),
-            };
+            let b = Batch::from_samples(&batch, device, o.document_mask)?;
             let l = model.losses(&b, Pass::Eval)?;
             let n = batch.len() * o.seq_len;
             sum += l.lm.to_dtype(DType::F64)?.to_scalar::<f64>()? * n as f64;

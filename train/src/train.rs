@@ -215,18 +215,6 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<(u64, PathBuf)>> {
     Ok(best)
 }
 
-fn batch_of(samples: &[Sample], device: &Device, document_mask: bool) -> Result<Batch> {
-    let (b, len) = (samples.len(), samples[0].tokens.len());
-    let tokens: Vec<u32> = samples
-        .iter()
-        .flat_map(|s| s.tokens.iter().copied())
-        .collect();
-    Ok(Batch {
-        tokens: Tensor::from_vec(tokens, (b, len), device)?,
-        doc_ids: document_mask.then(|| samples.iter().map(|s| s.doc_ids.clone()).collect()),
-    })
-}
-
 /// The shards of `data` (weight, prefix), split, as training and validation blends.
 fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blend, Blend)> {
     let t = &cfg.train;
@@ -276,7 +264,7 @@ fn validate(model: &DeepSeek, valid: &Blend, cfg: &Config, device: &Device) -> R
     for k in 0..cfg.train.eval_batches {
         let samples: Vec<Sample> = (0..mb).map(|j| valid.get(k * mb + j)).collect();
         let l = model.losses(
-            &batch_of(&samples, device, cfg.train.document_mask)?,
+            &Batch::from_samples(&samples, device, cfg.train.document_mask)?,
             Pass::Eval,
         )?;
         sum += l.lm.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -345,7 +333,10 @@ pub fn train(
             let samples: Vec<Sample> = (0..t.micro_batch)
                 .map(|j| train_set.get(first + j))
                 .collect();
-            let l = model.losses(&batch_of(&samples, device, t.document_mask)?, Pass::Train)?;
+            let l = model.losses(
+                &Batch::from_samples(&samples, device, t.document_mask)?,
+                Pass::Train,
+            )?;
             let mut loss = l.lm.clone();
             for m in &l.mtp {
                 loss = (loss + (m * (t.mtp_weight / l.mtp.len() as f64))?)?;

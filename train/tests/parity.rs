@@ -57,26 +57,12 @@ fn reference(python: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (
-        a.to_dtype(DType::F64).unwrap(),
-        b.to_dtype(DType::F64).unwrap(),
-    );
-    let diff = (&a - &b)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    let norm = b
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    (diff / norm).sqrt()
+    let sum_sq = |t: &Tensor| -> candle_core::Result<f64> {
+        t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+    };
+    let diff =
+        sum_sq(&(a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap());
+    (diff.unwrap() / sum_sq(b).unwrap()).sqrt()
 }
 
 /// transformers → ours: four tiny random models (query LoRA or not, tied head or not, YaRN), with

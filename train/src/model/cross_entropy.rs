@@ -10,6 +10,7 @@
 //! them. Memory is one chunk of logits (about 64 MB) whatever the batch. Other devices and dtypes take
 //! Candle's composite path, which computes the same function.
 
+use std::ops::{Mul, Sub};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
@@ -92,17 +93,13 @@ struct HeadLoss {
 }
 
 /// The two float types of the fused path.
-trait Real: Copy + Send + Sync + 'static {
+trait Real:
+    Copy + Send + Sync + PartialOrd + Sub<Output = Self> + Mul<Output = Self> + 'static
+{
     const ZERO: Self;
     const ONE: Self;
-    fn gemm_threads() -> gemm::Parallelism {
-        gemm::Parallelism::Rayon(candle_core::utils::get_num_threads())
-    }
     fn to_f64(self) -> f64;
     fn from_f64(x: f64) -> Self;
-    fn sub(self, y: Self) -> Self;
-    fn mul(self, y: Self) -> Self;
-    fn max(self, y: Self) -> Self;
     fn exp(self) -> Self;
 }
 
@@ -114,15 +111,6 @@ impl Real for f32 {
     }
     fn from_f64(x: f64) -> Self {
         x as f32
-    }
-    fn sub(self, y: Self) -> Self {
-        self - y
-    }
-    fn mul(self, y: Self) -> Self {
-        self * y
-    }
-    fn max(self, y: Self) -> Self {
-        if y > self { y } else { self }
     }
     fn exp(self) -> Self {
         exp_f32(self)
@@ -137,15 +125,6 @@ impl Real for f64 {
     }
     fn from_f64(x: f64) -> Self {
         x
-    }
-    fn sub(self, y: Self) -> Self {
-        self - y
-    }
-    fn mul(self, y: Self) -> Self {
-        self * y
-    }
-    fn max(self, y: Self) -> Self {
-        if y > self { y } else { self }
     }
     fn exp(self) -> Self {
         f64::exp(self)
@@ -176,7 +155,7 @@ fn exp_f32(x: f32) -> f32 {
 }
 
 fn row_max<T: Real>(row: &[T]) -> T {
-    row.iter().fold(row[0], |m, &x| m.max(x))
+    row.iter().fold(row[0], |m, &x| if x > m { x } else { m })
 }
 
 /// Σ of `row`, in eight f64 lanes (152k terms in one f32 sum would lose digits; eight independent
@@ -199,12 +178,12 @@ fn row_loss<T: Real>(row: &mut [T], target: usize, grad: bool) -> f64 {
     let max = row_max(row);
     let picked = row[target].to_f64();
     for x in row.iter_mut() {
-        *x = x.sub(max).exp();
+        *x = (*x - max).exp();
     }
     let total = sum(row);
     if grad {
         let inv = T::from_f64(1.0 / total);
-        row.iter_mut().for_each(|v| *v = v.mul(inv));
+        row.iter_mut().for_each(|v| *v = *v * inv);
         row[target] = T::from_f64(row[target].to_f64() - 1.0);
     }
     max.to_f64() + total.ln() - picked
@@ -265,7 +244,7 @@ fn gemm_into<T: Real>(
             false,
             false,
             false,
-            T::gemm_threads(),
+            gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
         )
     }
 }

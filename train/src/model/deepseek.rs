@@ -44,6 +44,25 @@ pub struct Batch {
     pub doc_ids: Option<Vec<Vec<u32>>>,
 }
 
+impl Batch {
+    /// Samples of equal length as one batch; their document numbers only with `document_mask`.
+    pub fn from_samples(
+        samples: &[crate::data::Sample],
+        device: &Device,
+        document_mask: bool,
+    ) -> Result<Self> {
+        let (b, len) = (samples.len(), samples[0].tokens.len());
+        let tokens: Vec<u32> = samples
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        Ok(Self {
+            tokens: Tensor::from_vec(tokens, (b, len), device)?,
+            doc_ids: document_mask.then(|| samples.iter().map(|s| s.doc_ids.clone()).collect()),
+        })
+    }
+}
+
 /// The losses of one forward pass.
 #[derive(Debug, Clone)]
 pub struct Losses {
