@@ -172,6 +172,28 @@ impl Blend {
     }
 }
 
+/// Refuses a shard whose tokenizer (from its sidecar `P.json`, when it has one) has more ids than
+/// the model's vocabulary: the embedding would otherwise fail mid-run on the first such id, without
+/// naming the shard.
+pub fn check_vocabulary(prefix: &Path, vocab_size: usize) -> Result<()> {
+    let json = openseek_shards::json_path(prefix);
+    if !json.exists() {
+        return Ok(());
+    }
+    let sidecar = openseek_shards::Sidecar::read(&json)?;
+    if let Some(t) = sidecar.tokenizer
+        && t.vocab_size > vocab_size
+    {
+        bail!(
+            "{}: tokenized with {} ({} ids), more than the model's vocab_size {vocab_size}",
+            prefix.display(),
+            t.name,
+            t.vocab_size
+        );
+    }
+    Ok(())
+}
+
 /// Opens a shard prefix (`P` for `P.bin` + `P.idx`).
 pub fn open(prefix: &Path) -> Result<Arc<IndexedDataset>> {
     Ok(Arc::new(IndexedDataset::open(prefix).with_context(
@@ -238,5 +260,32 @@ mod tests {
         assert_eq!(split(100, 0.05), (0..95, 95..100));
         assert_eq!(split(3, 0.01), (0..2, 2..3));
         assert_eq!(split(10, 0.0), (0..10, 10..10));
+    }
+
+    /// A shard whose sidecar names a tokenizer larger than the model is refused, by name.
+    #[test]
+    fn a_tokenizer_larger_than_the_model_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("big");
+        let mut w = ShardWriter::create(&prefix, DType::I32).unwrap();
+        w.add_document(&[1, 2, 3]).unwrap();
+        let provenance = openseek_shards::Provenance {
+            tokenizer: Some(openseek_shards::TokenizerInfo {
+                name: "qwen3".into(),
+                sha256: String::new(),
+                vocab_size: 151_669,
+            }),
+            ..Default::default()
+        };
+        w.finish(&provenance).unwrap();
+        check_vocabulary(&prefix, 151_936).unwrap();
+        let e = check_vocabulary(&prefix, 1000).unwrap_err().to_string();
+        assert!(
+            e.contains("big") && e.contains("151669") && e.contains("1000"),
+            "{e}"
+        );
+        // No sidecar: nothing to check against.
+        std::fs::remove_file(openseek_shards::json_path(&prefix)).unwrap();
+        check_vocabulary(&prefix, 10).unwrap();
     }
 }

@@ -42,6 +42,7 @@ pub fn evaluate(
     let len = o.seq_len + 1 + depth;
     let mut out = Vec::new();
     for prefix in prefixes {
+        crate::data::check_vocabulary(prefix, model.config.vocab_size)?;
         let shard = crate::data::open(prefix)?;
         let total: usize = (0..shard.len()).map(|i| shard.sequence_len(i)).sum();
         if total < len {

@@ -222,6 +222,7 @@ fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blen
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     let (mut weights, mut valid_weights) = (Vec::new(), Vec::new());
     for (i, (w, prefix)) in data.iter().enumerate() {
+        crate::data::check_vocabulary(prefix, cfg.model.vocab_size)?;
         let shard = crate::data::open(prefix)?;
         let (tr, va) = split(shard.len(), t.valid_fraction);
         let seed = t.seed.wrapping_add(1000 * i as u64);
