@@ -14,24 +14,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shared corpus (`OPENSEEK_CORPUS`, default `../shared/corpus`), or `None` with a message saying the
-/// test is skipped. CI always has it.
+/// The shared corpus (`OPENSEEK_CORPUS`, default `../shared/corpus`), or `None` after one `SKIPPED`
+/// line; in CI its absence fails the test (`openseek_testkit`).
 pub fn corpus(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("OPENSEEK_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/corpus"));
-    if dir.join("en").is_dir() && dir.join("zh").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: no corpus at {} (set OPENSEEK_CORPUS)",
-            dir.display()
-        );
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: the corpus must be present in CI");
-        }
-        None
-    }
+    openseek_testkit::corpus(test)
 }
 
 /// Runs the `openseek` binary from the project root; returns (success, stdout, stderr).
@@ -166,21 +152,4 @@ pub fn corpus_zh(corpus: &Path) -> Vec<(String, String, String)> {
     docs
 }
 
-/// A small deterministic generator (SplitMix64), so the variants are the same on every run.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+pub use openseek_testkit::near_dup::Rng;

@@ -1,6 +1,6 @@
 //! `chinese_convert` t2s gives exactly what the OpenCC C++ command line gives, on every Traditional
-//! document of the shared corpus. `.ci/run` installs Debian's `opencc`; elsewhere the test says it
-//! skipped when the command is missing.
+//! document of the shared corpus. `scripts/install-test-deps` installs Debian's `opencc`; in CI its
+//! absence fails the test, elsewhere the test says SKIPPED.
 //!
 //! One difference is a dictionary version, not the converter: ferrous-opencc 0.4 ships OpenCC's current
 //! dictionaries, whose `TSCharacters` maps 覆 to 覆 (it is also a Simplified character, as in 覆盖),
@@ -24,20 +24,13 @@ async fn t2s_equals_the_opencc_cli_on_every_traditional_document() {
     let Some(corpus) = corpus("t2s_equals_the_opencc_cli") else {
         return;
     };
-    if std::process::Command::new("opencc")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIPPED t2s_equals_the_opencc_cli: no `opencc` command (apt-get install opencc)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI installs opencc (scripts/install-test-deps): it must be there"
-        );
+    let Some(opencc) = openseek_testkit::command(
+        "t2s_equals_the_opencc_cli",
+        "opencc",
+        "scripts/install-test-deps (apt-get install opencc)",
+    ) else {
         return;
-    }
+    };
     let engine = Engine::new(Some(2));
     let mut files: Vec<_> = std::fs::read_dir(corpus.join("zh"))
         .unwrap()
@@ -76,7 +69,7 @@ async fn t2s_equals_the_opencc_cli_on_every_traditional_document() {
     let input = dir.path().join("hant.txt");
     let output = dir.path().join("hans.txt");
     std::fs::write(&input, texts.join(&format!("\n{BOUNDARY}\n"))).unwrap();
-    let status = std::process::Command::new("opencc")
+    let status = std::process::Command::new(&opencc)
         .args([
             "-c",
             "t2s.json",

@@ -1,8 +1,8 @@
 //! Parity with Hugging Face `transformers`' `DeepseekV3ForCausalLM`, both ways (train/parity/reference.py):
 //! a tiny random model saved by transformers gives our model the same logits, and our saved checkpoint
-//! gives transformers ours. Runs when the PyTorch virtualenv of `scripts/setup-torch-venv` exists
-//! (`OPENSEEK_TORCH_VENV`, default `~/.cache/openseek/torch-venv`; `scripts/install-test-deps` makes it
-//! where the shared corpus is, as in CI); says SKIPPED otherwise.
+//! gives transformers ours. Needs the PyTorch virtualenv of `scripts/setup-torch-venv`
+//! (`OPENSEEK_TORCH_VENV`, default `~/.cache/openseek/torch-venv`), which `scripts/install-test-deps`
+//! makes: in CI its absence fails, elsewhere the tests say SKIPPED.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,27 +16,9 @@ use openseek_train::model::deepseek::DeepSeek;
 /// ‖a − b‖ / ‖b‖ at most this, in f32 (the bound).
 const LIMIT: f64 = 1e-4;
 
+/// The PyTorch venv's python; in CI its absence fails the test (`openseek_testkit`).
 fn python(test: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("OPENSEEK_TORCH_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache.join("openseek/torch-venv")
-        });
-    let python = venv.join("bin/python");
-    if python.exists() {
-        Some(python)
-    } else {
-        eprintln!(
-            "SKIPPED {test}: no PyTorch venv at {} (scripts/setup-torch-venv makes it)",
-            venv.display()
-        );
-        None
-    }
+    openseek_testkit::torch_python(test)
 }
 
 fn reference(python: &Path, args: &[&str]) -> std::process::Output {
