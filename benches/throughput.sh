@@ -5,7 +5,7 @@
 #      10 times, to show that memory stays flat;
 #  (b) chinese_convert t2s against the OpenCC command line on the corpus's Traditional documents.
 # Usage: benches/throughput.sh [CORPUS_DIR]   (default: $OPENSEEK_CORPUS or ../shared/corpus)
-# Needs GNU time and opencc (scripts/install-test-deps installs both on Debian).
+# Needs GNU time (apt-get install time) and opencc (scripts/install-test-deps installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=$(realpath "${1:-${OPENSEEK_CORPUS:-../shared/corpus}}")
