@@ -29,8 +29,9 @@ pub struct DatasetEntry {
     /// The source column holding the text.
     #[serde(default = "default_text")]
     pub text: String,
-    /// The source column holding the document id, if the source has one.
-    #[serde(default)]
+    /// The source column holding the document id: `id` unless told otherwise; rows without one get
+    /// `{dataset}/{file}:{line}`. `id: null` generates ids for every row.
+    #[serde(default = "crate::io::default_id_column")]
     pub id: Option<String>,
     /// The source's columns, for reference (the reader takes them from the files).
     #[serde(default)]

@@ -42,7 +42,8 @@ pub struct SourceSpec {
     pub format: Format,
     /// The source column that holds the text (`text`, or `content` for CCI3-HQ).
     pub text_column: String,
-    /// The source column that holds a document id; when absent, ids are `{dataset}/{file}:{line}`.
+    /// The source column that holds a document id (`id` unless the user said otherwise); a row without
+    /// it, or with it null, and every row when this is `None`, gets `{dataset}/{file}:{line}`.
     pub id_column: Option<String>,
     pub on_error: OnError,
     /// Keep the text of malformed rows in the rejects (when there is one).

@@ -15,3 +15,8 @@ pub mod writer;
 pub use files::{Format, SourceSpec};
 pub use malformed::{MalformedRow, OnError, ReadStats, RejectSink};
 pub use table::CorpusTable;
+
+/// The id column a source uses unless told otherwise: `id`, as datatrove's readers (`id_key="id"`).
+pub fn default_id_column() -> Option<String> {
+    Some("id".into())
+}

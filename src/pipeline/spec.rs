@@ -43,8 +43,9 @@ pub struct InputSpec {
     /// Text column of a `path` input (default `text`).
     #[serde(default)]
     pub text: Option<String>,
-    /// Id column of a `path` input.
-    #[serde(default)]
+    /// Id column of a `path` input: `id` unless told otherwise (datatrove's readers' default); rows
+    /// without one get `{dataset}/{file}:{line}`. `id: null` generates ids for every row.
+    #[serde(default = "crate::io::default_id_column")]
     pub id: Option<String>,
     /// The `dataset` value of a `path` input's rows (default: the pipeline name).
     #[serde(default)]
@@ -77,7 +78,9 @@ impl PipelineSpec {
             );
         }
         if spec.input.path.is_none()
-            && (spec.input.format.is_some() || spec.input.text.is_some() || spec.input.id.is_some())
+            && (spec.input.format.is_some()
+                || spec.input.text.is_some()
+                || spec.input.id != crate::io::default_id_column())
         {
             bail!(
                 "{}: a `dataset` input takes its format and columns from datasets.yaml",
@@ -120,7 +123,7 @@ pub fn tokenize_pipeline(
         (None, many) if !many.is_empty() => serde_json::json!({"datasets": many}),
         _ => bail!("tokenize: give --input PATH or --dataset NAME (repeatable)"),
     };
-    let tokenizer = if crate::stages::tokenize::tokenizer::BUNDLED.contains(&tokenizer) {
+    let tokenizer = if crate::stages::tokenize::tokenizer::is_bundled(tokenizer) {
         tokenizer.to_string()
     } else {
         absolute(tokenizer)?

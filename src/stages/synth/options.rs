@@ -160,7 +160,8 @@ pub struct IndexSource {
     pub path: Option<String>,
     #[serde(default)]
     pub text: Option<String>,
-    #[serde(default)]
+    /// The id column: `id` unless told otherwise; `null` generates ids.
+    #[serde(default = "crate::io::default_id_column")]
     pub id: Option<String>,
 }
 
