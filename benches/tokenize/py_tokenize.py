@@ -25,11 +25,15 @@ from tokenizers import Tokenizer
 
 
 def load_tokenizer(path):
-    """A tokenizer.json, or the gzipped one the repository bundles (data/tokenizers/qwen3)."""
+    """A tokenizer.json, or the gzipped one the repository bundles (data/tokenizers/qwen3), set to encode
+    document text as openseek does: special tokens' strings inside a document are text."""
     if path.endswith(".gz"):
         import gzip
-        return Tokenizer.from_str(gzip.decompress(open(path, "rb").read()).decode("utf-8"))
-    return Tokenizer.from_file(path)
+        tok = Tokenizer.from_str(gzip.decompress(open(path, "rb").read()).decode("utf-8"))
+    else:
+        tok = Tokenizer.from_file(path)
+    tok.encode_special_tokens = True
+    return tok
 
 
 def texts_of(dir_or_glob, columns=("text",)):

@@ -53,7 +53,8 @@ async fn shards_hold_the_tokenizers_ids_framed_by_the_template() {
     assert_eq!(names, vec!["sample-en-00000", "sample-zh-00000"]);
     assert!(!shards.join("sample-en-00007.bin.tmp").exists());
 
-    let tok = tokenizer::load("qwen3", Path::new(".")).unwrap().tokenizer;
+    let mut tok = tokenizer::load("qwen3", Path::new(".")).unwrap().tokenizer;
+    tok.set_encode_special_tokens(true);
     let eot = tok.token_to_id("<|endoftext|>").unwrap();
     // Every output row, by dataset, in output order: (text, tokens column).
     let out = read_parquet_dir(&dir.path().join("out/data"));
@@ -142,7 +143,8 @@ async fn a_template_naming_a_token_the_tokenizer_lacks_is_an_error() {
     assert!(e.contains("{text}"), "{e}");
 }
 
-/// `text`'s ids by Hugging Face's own tokenizer, then `eot`: what `{text}<|endoftext|>` writes.
+/// `text`'s ids by Hugging Face's own tokenizer (with `encode_special_tokens` set, as document text is
+/// encoded), then `eot`: what `{text}<|endoftext|>` writes.
 fn framed_ids(tok: &tokenizers::Tokenizer, text: &str, eot: u32) -> Vec<i64> {
     let mut ids: Vec<i64> = tok
         .encode(text, false)
@@ -191,22 +193,33 @@ async fn a_changed_tokenizer_file_is_a_changed_run() {
     assert!(e.contains("--fresh"), "{e}");
 }
 
-/// The tokenizers of the shared corpus load by name: GPT-2's from its original vocab.json and
-/// merges.txt ("Hello world!" is [15496, 995, 0], and its 50,257 ids make Megatron choose uint16),
-/// DeepSeek-V3's with its sentence tokens usable in a template.
+/// The tokenizers of the shared corpus: GPT-2's, from its original vocab.json and merges.txt, is the
+/// bundled `gpt2` ("Hello world!" is [15496, 995, 0], and its 50,257 ids make Megatron choose uint16);
+/// DeepSeek-V3's loads by path, with its sentence tokens usable in a template.
 #[test]
-fn the_corpus_tokenizers_load_by_name() {
-    let Some(corpus) = corpus("the_corpus_tokenizers_load_by_name") else {
+fn the_corpus_tokenizers_load() {
+    let Some(corpus) = corpus("the_corpus_tokenizers_load") else {
         return;
     };
     let dir = corpus.join("tokenizers");
-    let gpt2 = tokenizer::load("gpt2", Path::new(".")).unwrap(); // found through OPENSEEK_CORPUS
+    let gpt2 = tokenizer::load(dir.join("gpt2").to_str().unwrap(), Path::new(".")).unwrap();
     let ids = gpt2.tokenizer.encode("Hello world!", false).unwrap();
     assert_eq!(ids.get_ids(), &[15496, 995, 0]);
     assert_eq!(gpt2.info.vocab_size, 50_257);
     assert_eq!(
         openseek_shards::DType::for_vocab(gpt2.info.vocab_size),
         openseek_shards::DType::U16
+    );
+    assert_eq!(
+        gpt2.info.sha256,
+        tokenizer::load("gpt2", Path::new(".")).unwrap().info.sha256,
+        "the bundled gpt2 is the corpus's"
+    );
+    let qwen3 = tokenizer::load(dir.join("qwen3").to_str().unwrap(), Path::new(".")).unwrap();
+    assert_eq!(
+        qwen3.info.sha256,
+        tokenizer::sha256("qwen3", Path::new(".")).unwrap(),
+        "the bundled qwen3 is the corpus's"
     );
     let ds = tokenizer::load(dir.join("deepseek-v3").to_str().unwrap(), Path::new(".")).unwrap();
     let t = openseek::stages::tokenize::template::Template::parse(
@@ -222,32 +235,16 @@ fn the_corpus_tokenizers_load_by_name() {
 
 /// Megatron's own `IndexedDataset` reads our shards of the bundled sample and gets Python
 /// `tokenizers`' ids, and its `IndexedDatasetBuilder` writes the same bytes
-/// (`benches/tokenize/megatron_check.py`). Runs when the PyTorch virtualenv of
-/// `scripts/setup-torch-venv` exists (`OPENSEEK_TORCH_VENV`, default
-/// `~/.cache/openseek/torch-venv`, which `scripts/install-test-deps` makes where the shared corpus
-/// is, as in CI); says SKIPPED otherwise.
+/// (`benches/tokenize/megatron_check.py`). Needs the PyTorch virtualenv of `scripts/setup-torch-venv`
+/// (`OPENSEEK_TORCH_VENV`, default `~/.cache/openseek/torch-venv`), which `scripts/install-test-deps`
+/// makes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn megatron_reads_our_shards_and_writes_the_same_bytes() {
-    let venv = std::env::var_os("OPENSEEK_TORCH_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| {
-                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache")
-                });
-            cache.join("openseek/torch-venv")
-        });
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        eprintln!(
-            "SKIPPED megatron_reads_our_shards_and_writes_the_same_bytes: no PyTorch venv at {} \
-             (scripts/setup-torch-venv makes it)",
-            venv.display()
-        );
+    let Some(python) =
+        openseek_testkit::torch_python("megatron_reads_our_shards_and_writes_the_same_bytes")
+    else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let shards = dir.path().join("shards");
     let yaml = format!(
@@ -305,7 +302,8 @@ async fn huge_documents_and_a_truncating_tokenizer_give_whole_documents_in_order
     std::fs::write(&input, lines.join("\n")).unwrap();
 
     let text = bundled_qwen3_json();
-    let plain = tokenizers::Tokenizer::from_bytes(text.as_bytes()).unwrap();
+    let mut plain = tokenizers::Tokenizer::from_bytes(text.as_bytes()).unwrap();
+    plain.set_encode_special_tokens(true);
     let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
     json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0});
     json["padding"] = serde_json::json!({"strategy": {"Fixed": 32}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "!"});
@@ -328,4 +326,111 @@ async fn huge_documents_and_a_truncating_tokenizer_give_whole_documents_in_order
         let ids = framed_ids(&plain, doc, eot);
         assert!(ds.sequence(i) == ids, "document {i} ({} bytes)", doc.len());
     }
+}
+
+/// Document text is text: `<|endoftext|>` and `<|im_start|>` quoted inside a document are encoded as
+/// their characters, as Hugging Face `tokenizers` does with `encode_special_tokens` (transformers'
+/// `split_special_tokens=True`); only the template's `<|endoftext|>` is the special id, once, at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_token_strings_inside_documents_are_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = [
+        "A web page that quotes a chat template: <|im_start|>user\nHello<|im_end|> and then <|endoftext|> in the middle.",
+        "<|endoftext|>",
+        "Qwen3's <think> is an added token that is not special, so it stays one id.",
+    ];
+    let input = dir.path().join("docs.jsonl");
+    let lines: Vec<String> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": format!("d{i}"), "text": t}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let yaml = format!(
+        "name: special\ninput: {{path: {}}}\nstages:\n  - tokenize: {{tokenizer: qwen3, template: \"{{text}}<|endoftext|>\", output: {}}}\n",
+        input.display(),
+        dir.path().join("shards").display()
+    );
+    run(dir.path(), &yaml).await.unwrap().check().unwrap();
+    let plain = tokenizer::load("qwen3", Path::new(".")).unwrap().tokenizer;
+    let mut as_text = plain.clone();
+    as_text.set_encode_special_tokens(true);
+    let eot = plain.token_to_id("<|endoftext|>").unwrap();
+    let im_start = plain.token_to_id("<|im_start|>").unwrap();
+    let think = plain.token_to_id("<think>").unwrap();
+    let prefixes = prefixes_in(&dir.path().join("shards")).unwrap();
+    assert_eq!(prefixes.len(), 1, "{prefixes:?}");
+    let ds = IndexedDataset::open(&prefixes[0]).unwrap();
+    assert_eq!(ds.documents(), docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let seq = ds.sequence(i);
+        assert_eq!(seq, framed_ids(&as_text, doc, eot), "document {i}");
+        assert_eq!(
+            seq.iter().filter(|&&t| t == i64::from(eot)).count(),
+            1,
+            "document {i}: only the template's <|endoftext|> is the special id"
+        );
+        assert!(!seq.contains(&i64::from(im_start)), "document {i}");
+        // What the bug did: the plain encoding has the special ids.
+        if doc.contains("<|") {
+            assert_ne!(seq, framed_ids(&plain, doc, eot), "document {i}");
+        }
+    }
+    assert!(
+        ds.sequence(2).contains(&i64::from(think)),
+        "non-special added tokens still match"
+    );
+}
+
+/// Run from a directory that holds its own `data/tokenizers/qwen3` (with GPT-2's files in it), the
+/// binary's `qwen3` is still the bundled Qwen3: the shard's sidecar records its hash.
+#[test]
+fn the_bundled_tokenizer_does_not_depend_on_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let decoy = dir.path().join("data/tokenizers/qwen3");
+    std::fs::create_dir_all(&decoy).unwrap();
+    let corpus_gpt2 = root().join("data/tokenizers/gpt2");
+    for f in ["vocab.json", "merges.txt"] {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(
+                std::fs::File::open(corpus_gpt2.join(format!("{f}.gz"))).unwrap(),
+            ),
+            &mut text,
+        )
+        .unwrap();
+        std::fs::write(decoy.join(f), text).unwrap();
+    }
+    let input = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"id": "a", "text": "Hello world, a short document."}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: cwd\ninput: {path: docs.jsonl}\noutput: {path: out}\nstages:\n  - tokenize: {tokenizer: qwen3, template: \"{text}<|endoftext|>\", output: shards}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openseek"))
+        .args(["run", "p.yaml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefixes = prefixes_in(&dir.path().join("out/shards")).unwrap();
+    assert_eq!(prefixes.len(), 1);
+    let sidecar = Sidecar::read(&json_path(&prefixes[0])).unwrap();
+    let recorded = sidecar.tokenizer.unwrap();
+    assert_eq!(recorded.name, "qwen3");
+    assert_eq!(
+        recorded.sha256,
+        tokenizer::sha256("qwen3", Path::new(".")).unwrap()
+    );
+    assert_eq!(recorded.vocab_size, 151_669);
 }

@@ -23,7 +23,11 @@ pub type Encoder = TokenizerImpl<
 /// the CPU time of `tokenize` in merging on `corpus/en` (perf); 100,000 words take ~10 MB a thread.
 const BPE_CACHE_WORDS: usize = 100_000;
 
-/// `tokenizer`'s encoder, sharing nothing with it.
+/// `tokenizer`'s encoder, sharing nothing with it. Document text is text: a special token's string
+/// inside a document (`<|endoftext|>` quoted in a web page) is encoded as the characters it is made
+/// of, never as the special id, as Hugging Face `tokenizers` does with `encode_special_tokens`
+/// (transformers' `split_special_tokens=True`). Added tokens that are not special (Qwen3's `<think>`)
+/// still match, as there. Only the template's own special tokens become special ids.
 pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
     if tokenizer.get_truncation().is_some() || tokenizer.get_padding().is_some() {
         tracing::warn!(
@@ -39,7 +43,7 @@ pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
     if let ModelWrapper::BPE(bpe) = &mut model {
         bpe.resize_cache(BPE_CACHE_WORDS);
     }
-    TokenizerBuilder::new()
+    let mut encoder = TokenizerBuilder::new()
         .with_model(model)
         .with_normalizer(tokenizer.get_normalizer().map(FastNormalizer::new))
         .with_pre_tokenizer(pre_tokenizer)
@@ -51,7 +55,9 @@ pub fn encoder(tokenizer: &Tokenizer) -> Result<Encoder> {
         .with_truncation(None)
         .with_padding(None)
         .build()
-        .map_err(|e| anyhow::anyhow!("building the encoder: {e}"))
+        .map_err(|e| anyhow::anyhow!("building the encoder: {e}"))?;
+    encoder.set_encode_special_tokens(true);
+    Ok(encoder)
 }
 
 /// A normalizer whose NFC steps skip text that the quick check (Unicode's NFC_Quick_Check, the
