@@ -475,6 +475,13 @@ async fn run_segments(
                     w.finish()?;
                 }
                 register_dir(engine, "__os_sql_result", &result_dir).await?;
+                // Before anything streams on: every id the query returned is one of its input's, at
+                // most as often. A failure names an id and leaves nothing behind.
+                if let Err(e) = check_sql_ids(engine, label).await {
+                    let _ = engine.ctx.deregister_table("__os_sql_result");
+                    let _ = std::fs::remove_dir_all(&result_dir);
+                    return Err(e);
+                }
                 let out = engine.ctx.table("__os_sql_result").await?;
                 let mut sql_rejects = Vec::new();
                 // Rows of `input` that the query did not return are its rejects.
@@ -525,8 +532,8 @@ async fn run_segments(
                 sql_report.bytes_out = sinks.iter().map(|s| s.bytes_entered).sum();
                 if sql_report.rows_in != sql_report.rows_out + sql_report.rows_rejected {
                     bail!(
-                        "{label}: a sql stage may drop rows and change columns, but not duplicate or re-key rows \
-                         ({} in, {} out, {} ids not returned); keep `id` unique",
+                        "{label}: {} rows in, {} out, {} not returned, although its ids were checked; \
+                         this is a bug",
                         sql_report.rows_in,
                         sql_report.rows_out,
                         sql_report.rows_rejected
@@ -541,6 +548,54 @@ async fn run_segments(
         }
     }
     Ok(markers)
+}
+
+/// Fails when the `sql` stage's result (table `__os_sql_result`) holds an id that its input (table
+/// `input`) does not, or more often than the input does: a query may drop rows and change columns,
+/// not duplicate or invent documents, whose rejects could then not be accounted for. Also refused: an
+/// id that the input holds several times and the result only some of them, as which copy was dropped
+/// is unknowable. One DataFusion aggregation per side and a join of the counts (memory as any query
+/// of the session); the first offending id is named.
+async fn check_sql_ids(engine: &Engine, label: &str) -> Result<()> {
+    let df = engine
+        .ctx
+        .sql(
+            "SELECT CAST(r.id AS VARCHAR) AS id, r.n AS returned, coalesce(i.n, 0) AS held \
+             FROM (SELECT id, count(*) AS n FROM __os_sql_result GROUP BY id) r \
+             LEFT JOIN (SELECT id, count(*) AS n FROM input GROUP BY id) i ON r.id = i.id \
+             WHERE i.n IS NULL OR r.n <> i.n \
+             LIMIT 1",
+        )
+        .await
+        .with_context(|| format!("{label}: checking the ids the query returned"))?;
+    for b in df.collect().await? {
+        if b.num_rows() == 0 {
+            continue;
+        }
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let n = |i: usize| -> Result<u64> {
+            let c = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::UInt64)?;
+            Ok(c.as_primitive::<arrow::datatypes::UInt64Type>().value(0))
+        };
+        let (id, returned, held) = (ids.as_string::<i32>().value(0).to_string(), n(1)?, n(2)?);
+        if held == 0 {
+            bail!(
+                "{label}: the query returned id '{id}', which is not in its input: a sql stage may drop \
+                 rows and change columns, but not make new rows or change `id`"
+            );
+        }
+        if returned > held {
+            bail!(
+                "{label}: the query returned id '{id}' {returned} times, and its input holds it {held} \
+                 time(s): a sql stage may drop rows, not duplicate them (a join that matches twice?)"
+            );
+        }
+        bail!(
+            "{label}: id '{id}' is {held} rows of the input and the query kept {returned} of them: \
+             with duplicate ids, the rows a sql stage drops cannot be told apart; make `id` unique first"
+        );
+    }
+    Ok(())
 }
 
 /// What finishes a corpus stage once its output was streamed: its report and its rejects parts.
@@ -912,16 +967,15 @@ fn prepare_dir(
             h.update(std::fs::read(path).with_context(|| format!("reading lexicon {path}"))?);
         }
         if let StageKind::Tokenize(o) = &s.kind {
-            for f in crate::stages::tokenize::tokenizer::files(&o.tokenizer, base)? {
-                h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
-            }
+            h.update(crate::stages::tokenize::tokenizer::sha256(
+                &o.tokenizer,
+                base,
+            )?);
         }
         if let StageKind::SubstringDedup(o) = &s.kind
             && let Some(t) = &o.tokenizer
         {
-            for f in crate::stages::tokenize::tokenizer::files(t, base)? {
-                h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
-            }
+            h.update(crate::stages::tokenize::tokenizer::sha256(t, base)?);
         }
         if let StageKind::Synth(o) = &s.kind {
             for source in crate::stages::synth::template_sources(o, base)? {

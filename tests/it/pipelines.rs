@@ -313,6 +313,7 @@ fn a_run_killed_midway_finishes_on_rerun_without_duplicates() {
     child.kill().unwrap();
     child.wait().unwrap();
     let done_before = std::fs::read_dir(&tasks).unwrap().count();
+    assert!(done_before >= 1, "the first task finished before the kill");
     assert!(
         !out.join("report.json").exists(),
         "killed before the end ({done_before} tasks done)"
@@ -337,5 +338,57 @@ fn a_run_killed_midway_finishes_on_rerun_without_duplicates() {
                 .to_string_lossy()
                 .ends_with(".tmp"))
         );
+    }
+}
+
+/// Every file under `dir`, recursively (hidden temporaries included).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A `sql` stage whose query duplicates rows, invents ids or keeps some rows of a duplicated id fails
+/// before anything streams on: the error names the stage and an offending id, and no part (finished
+/// or temporary) is left in the output's `data/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_stage_that_duplicates_or_invents_ids_fails_naming_one() {
+    let cases = [
+        (
+            "SELECT * FROM input UNION ALL SELECT * FROM input WHERE id = 'sotu/1960_dwight_d_eisenhower_r'",
+            "returned id 'sotu/1960_dwight_d_eisenhower_r' 2 times",
+        ),
+        (
+            "SELECT 'new-' || id AS id, text, dataset FROM input",
+            "which is not in its input",
+        ),
+    ];
+    for (query, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "name: sqlcheck\ninput: {{dataset: sample-en}}\nstages:\n  - text_length: {{min_chars: 1}}\n  - sql: \"{query}\"\n  - text_length: {{max_chars: 100000000}}\n"
+        );
+        let engine = Engine::new(Some(2));
+        let p = pipeline(dir.path(), &yaml);
+        let opts = RunOptions {
+            output: Some(dir.path().join("out")),
+            catalog: Some(root().join("datasets.yaml")),
+            print_summary: false,
+            ..Default::default()
+        };
+        let e = format!("{:#}", run_pipeline(&engine, &p, &opts).await.unwrap_err());
+        assert!(e.contains("sql") && e.contains(expected), "{query}: {e}");
+        let left = files_under(&dir.path().join("out/data"));
+        assert!(left.is_empty(), "{query}: {left:?}");
     }
 }
