@@ -44,6 +44,9 @@ fn is_zero(n: &u64) -> bool {
 /// Clusters and candidates of a deduplication stage, beside its row counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DedupSummary {
+    /// The shingle unit used (`word` or `char`; `auto` decided over the whole input).
+    #[serde(default)]
+    pub unit: String,
     /// Documents too short for one shingle: kept, never clustered.
     pub too_short: u64,
     /// Band keys shared by two documents or more.

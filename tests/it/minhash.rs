@@ -15,120 +15,7 @@ use openseek_udfs::minhash::{
 };
 
 use crate::common::*;
-
-#[derive(Clone, Copy, Debug)]
-enum Edit {
-    Substitute,
-    Insert,
-    Delete,
-    Reorder,
-    HeaderFooter,
-}
-
-const EDITS: [Edit; 5] = [
-    Edit::Substitute,
-    Edit::Insert,
-    Edit::Delete,
-    Edit::Reorder,
-    Edit::HeaderFooter,
-];
-
-/// The units a variant edits: words for English, characters for Chinese.
-fn split_units(text: &str, cjk: bool) -> Vec<String> {
-    if cjk {
-        text.chars().map(String::from).collect()
-    } else {
-        text.split_whitespace().map(String::from).collect()
-    }
-}
-
-fn join_units(units: &[String], cjk: bool) -> String {
-    if cjk { units.concat() } else { units.join(" ") }
-}
-
-/// A variant of `text` aiming at Jaccard similarity `target`: units substituted, inserted or deleted
-/// (from `donor`, another real document), paragraphs reordered, or a header and a footer added. The
-/// true similarity is measured afterwards; the target only spreads the variants over [0, 1].
-fn variant(text: &str, donor: &str, cjk: bool, edit: Edit, target: f64, rng: &mut Rng) -> String {
-    let units = split_units(text, cjk);
-    let pool = split_units(donor, cjk);
-    // A unit edit rate s leaves a 5-gram intact with probability q = (1 − s)^5, and J ≈ q / (2 − q).
-    let q = 2.0 * target / (1.0 + target);
-    let rate = 1.0 - q.powf(0.2);
-    let pick = |rng: &mut Rng| pool[rng.below(pool.len())].clone();
-    match edit {
-        Edit::Substitute => {
-            let out: Vec<String> = units
-                .iter()
-                .map(|u| {
-                    if rng.unit() < rate {
-                        pick(rng)
-                    } else {
-                        u.clone()
-                    }
-                })
-                .collect();
-            join_units(&out, cjk)
-        }
-        Edit::Insert => {
-            let mut out = Vec::with_capacity(units.len() * 2);
-            for u in &units {
-                out.push(u.clone());
-                if rng.unit() < rate {
-                    out.push(pick(rng));
-                }
-            }
-            join_units(&out, cjk)
-        }
-        Edit::Delete => {
-            let out: Vec<String> = units
-                .iter()
-                .filter(|_| rng.unit() >= rate)
-                .cloned()
-                .collect();
-            join_units(&out, cjk)
-        }
-        Edit::Reorder => {
-            let sep = if text.matches("\n\n").count() >= 3 {
-                "\n\n"
-            } else {
-                "\n"
-            };
-            let mut paras: Vec<&str> = text.split(sep).collect();
-            for i in (1..paras.len()).rev() {
-                paras.swap(i, rng.below(i + 1));
-            }
-            // Light substitutions on top, so that reordering covers more than the top bin.
-            let reordered = paras.join(sep);
-            let units = split_units(&reordered, cjk);
-            let light = rate / 3.0;
-            let out: Vec<String> = units
-                .iter()
-                .map(|u| {
-                    if rng.unit() < light {
-                        pick(rng)
-                    } else {
-                        u.clone()
-                    }
-                })
-                .collect();
-            join_units(&out, cjk)
-        }
-        Edit::HeaderFooter => {
-            // Adding a share h of new units on each side gives J ≈ 1 / (1 + 2h).
-            let h = ((1.0 / target.max(0.05) - 1.0) / 2.0).min(4.0);
-            let n = ((units.len() as f64) * h) as usize;
-            let header: Vec<String> = (0..n).map(|_| pick(rng)).collect();
-            let footer: Vec<String> = (0..n).map(|_| pick(rng)).collect();
-            let sep = if cjk { "\n" } else { "\n\n" };
-            format!(
-                "{}{sep}{text}{sep}{}",
-                join_units(&header, cjk),
-                join_units(&footer, cjk)
-            )
-        }
-    }
-}
+use openseek_testkit::near_dup::{EDITS, Edit, split_units, variant};
 
 /// One original, one variant, their true Jaccard similarity and whether LSH makes them a candidate.
 struct Pair {
@@ -447,7 +334,16 @@ async fn minhash_dedup_removes_close_variants_and_keeps_distant_ones() {
 /// Checks that every group of byte-identical documents (long enough to hash) was found: all members but
 /// one removed as `near_duplicate` of a member that stayed. Returns the number of groups.
 fn identical_groups_found(lang: &str, docs: &[(String, String)], dir: &Path) -> usize {
-    let hasher = MinHasher::new(MinhashConfig::default()).unwrap();
+    // The unit `auto` decides for a whole corpus of this language.
+    let hasher = MinHasher::new(MinhashConfig {
+        unit: if lang == "zh" {
+            ShingleUnit::Char
+        } else {
+            ShingleUnit::Word
+        },
+        ..MinhashConfig::default()
+    })
+    .unwrap();
     let mut by_text: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, text) in docs {
         by_text.entry(text.as_str()).or_default().push(id.as_str());
@@ -519,6 +415,7 @@ async fn natural_duplicates_of_the_corpus_are_found() {
         .filter(|id| debian.contains(id.as_str()))
         .count();
     let dedup = report.stages[1].dedup.clone().unwrap();
+    assert_eq!(dedup.unit, "word", "auto over an English corpus");
     eprintln!(
         "en: {groups} groups of identical documents found; {} removed ({removed_debian} Debian files), {} clusters, sizes {:?}",
         report.stages[1].rows_rejected, dedup.clusters, dedup.cluster_sizes
@@ -538,6 +435,11 @@ async fn natural_duplicates_of_the_corpus_are_found() {
         .into_iter()
         .map(|(i, t, _)| (i, t))
         .collect();
+    assert_eq!(
+        report.stages[1].dedup.as_ref().unwrap().unit,
+        "char",
+        "auto over a Chinese corpus"
+    );
     let groups = identical_groups_found("zh", &zh, dir.path());
     let rej = rejects(dir.path());
     let libreoffice = rej.keys().filter(|id| id.contains("libreoffice")).count();
@@ -819,16 +721,22 @@ async fn an_index_built_on_one_corpus_removes_its_duplicates_from_another() {
         .filter(|(id, _)| kept_old.contains(id))
         .map(|(_, t)| t.as_str())
         .collect();
-    let hasher = MinHasher::new(MinhashConfig::default()).unwrap();
+    let hasher = MinHasher::new(MinhashConfig::default()).unwrap(); // words: auto over English
     let new_ids: HashSet<String> = strings(&read_parquet_dir(&new), "id")
         .into_iter()
         .map(Option::unwrap)
         .collect();
+    let mut identical = 0;
     for (id, text) in en.iter().filter(|(id, _)| new_ids.contains(id)) {
         if old_texts.contains(text.as_str()) && hasher.signature(text).is_some() {
             assert_eq!(rej[id].0, "near_duplicate_of_index", "{id}");
+            identical += 1;
         }
     }
+    assert!(
+        identical >= 20,
+        "identical texts across the halves: {identical}"
+    );
 }
 
 /// Documents of a run that were too short to hash (kept, but not indexed).
@@ -852,4 +760,246 @@ fn shipped_pipelines_parse_with_their_dedup_stages() {
         dedup += stages.iter().filter(|s| s.label == "minhash_dedup").count();
     }
     assert!(dedup >= 2, "cc-en and cc-zh end with minhash_dedup");
+}
+
+/// Documents as (id, text).
+type Docs = Vec<(String, String)>;
+
+/// The bundled sample's documents: English (Parquet), then Chinese (JSONL.gz).
+fn sample_docs() -> (Docs, Docs) {
+    let en = read_parquet_dir(&root().join("data/sample/en"));
+    let en: Vec<(String, String)> = strings(&en, "id")
+        .into_iter()
+        .zip(strings(&en, "text"))
+        .map(|(i, t)| (i.unwrap(), t.unwrap()))
+        .collect();
+    let f = std::fs::File::open(root().join("data/sample/zh/sample-zh-000.jsonl.gz")).unwrap();
+    let zh = std::io::BufRead::lines(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+        f,
+    )))
+    .map(|l| {
+        let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["text"].as_str().unwrap().to_string(),
+        )
+    })
+    .collect();
+    (en, zh)
+}
+
+fn script_count(text: &str) -> openseek_udfs::minhash::ScriptCount {
+    let mut c = openseek_udfs::minhash::ScriptCount::default();
+    c.add(text);
+    c
+}
+
+/// `unit: auto` is decided once for the stage's whole input, never per document: two near-copies of a
+/// mixed Chinese and English text on either side of the 50% CJK line (real text from the bundled
+/// sample) are shingled alike and clustered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minhash_unit_auto_is_decided_per_stage_not_per_document() {
+    let (en, zh) = sample_docs();
+    let chinese: String = zh
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .collect::<String>()
+        .chars()
+        .filter(|c| openseek_udfs::words::is_cjk(*c))
+        .take(600)
+        .collect();
+    let english: Vec<&str> = en[5].1.split_whitespace().collect();
+    // A: the Chinese, then English words while CJK letters stay the majority.
+    let mut a = chinese.clone();
+    let mut used = 0;
+    while used < english.len() {
+        let next = format!("{a} {}", english[used]);
+        if script_count(&next).unit() != ShingleUnit::Char {
+            break;
+        }
+        a = next;
+        used += 1;
+    }
+    // B: A with a few more English words, which tips it to Latin letters.
+    let mut b = a.clone();
+    for w in &english[used..used + 12] {
+        b = format!("{b} {w}");
+    }
+    assert_eq!(script_count(&a).unit(), ShingleUnit::Char, "precondition");
+    assert_eq!(script_count(&b).unit(), ShingleUnit::Word, "precondition");
+    let dir = tempfile::tempdir().unwrap();
+    let mut docs: Vec<(String, String)> = vec![("a".into(), a), ("b".into(), b)];
+    docs.extend(en.iter().take(20).cloned());
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    write_docs(&dir.path().join("in/docs.parquet"), &docs);
+    let yaml = format!(
+        "name: auto\ninput: {{path: {}}}\nstages:\n  - minhash_dedup: {{unit: auto}}\n",
+        dir.path().join("in").display()
+    );
+    let report = run(dir.path(), &yaml).await;
+    report.check().unwrap();
+    assert_eq!(report.stages[1].dedup.as_ref().unwrap().unit, "word");
+    let rej = rejects(dir.path());
+    assert_eq!(
+        rej.get("b"),
+        Some(&("near_duplicate".to_string(), "a".to_string())),
+        "{rej:?}"
+    );
+}
+
+/// The ids an index holds (`docs.parquet`: doc → id) and the document numbers of its band keys.
+fn index_contents(index: &Path) -> (BTreeMap<u32, String>, HashSet<u32>) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt32Type;
+    let mut docs = BTreeMap::new();
+    for b in read_parquet_dir_file(&index.join("docs.parquet")) {
+        let d = b
+            .column_by_name("doc")
+            .unwrap()
+            .as_primitive::<UInt32Type>();
+        let ids = strings(std::slice::from_ref(&b), "id");
+        for (i, id) in ids.into_iter().enumerate() {
+            docs.insert(d.value(i), id.unwrap());
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index.join("index.json")).unwrap()).unwrap();
+    let mut band_docs = HashSet::new();
+    for f in manifest["band_files"].as_array().unwrap() {
+        for b in read_parquet_dir_file(&index.join(f.as_str().unwrap())) {
+            let d = b
+                .column_by_name("doc")
+                .unwrap()
+                .as_primitive::<UInt32Type>();
+            band_docs.extend(d.values().iter().copied());
+        }
+    }
+    assert_eq!(
+        manifest["documents"].as_u64().unwrap(),
+        docs.len() as u64,
+        "the manifest counts the ids"
+    );
+    (docs, band_docs)
+}
+
+/// `index: {build}` and `index: {against}` in one stage agree: the built index holds exactly the
+/// documents the stage kept (band keys and ids alike), not those it removed as matches of the old
+/// index, so that a later run against it finds every match with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minhash_index_build_and_against_in_one_stage_agree() {
+    let (en, _) = sample_docs();
+    let dir = tempfile::tempdir().unwrap();
+    let (old_in, new_in) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::create_dir_all(&old_in).unwrap();
+    std::fs::create_dir_all(&new_in).unwrap();
+    write_docs(&old_in.join("docs.parquet"), &en[..100]);
+    // The new corpus: half of the old one again, the rest, and copies of ten of the rest.
+    let mut new_docs: Vec<(String, String)> = en[50..].to_vec();
+    new_docs.extend(
+        en[150..160]
+            .iter()
+            .map(|(id, t)| (format!("copy-{id}"), t.clone())),
+    );
+    write_docs(&new_in.join("docs.parquet"), &new_docs);
+    let (i0, i1) = (dir.path().join("i0"), dir.path().join("i1"));
+    let built = dir.path().join("run0");
+    std::fs::create_dir_all(&built).unwrap();
+    let yaml = format!(
+        "name: i0\ninput: {{path: {}}}\nstages:\n  - minhash_dedup: {{index: {{build: {}}}}}\n",
+        old_in.display(),
+        i0.display()
+    );
+    run(&built, &yaml).await.check().unwrap();
+    let both = dir.path().join("run1");
+    std::fs::create_dir_all(&both).unwrap();
+    let yaml = format!(
+        "name: i1\ninput: {{path: {}}}\nstages:\n  - minhash_dedup: {{index: {{against: {}, build: {}}}}}\n",
+        new_in.display(),
+        i0.display(),
+        i1.display()
+    );
+    let report = run(&both, &yaml).await;
+    report.check().unwrap();
+    let dedup = report.stages[1].dedup.clone().unwrap();
+    assert!(dedup.removed_by_index >= 45, "{dedup:?}");
+    let rej = rejects(&both);
+    assert!(
+        (150..160).all(|k| rej.contains_key(&format!("copy-{}", en[k].0))),
+        "the copies among the new documents go"
+    );
+    let out: HashSet<String> = strings(&read_parquet_dir(&both.join("out/data")), "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let (ids, band_docs) = index_contents(&i1);
+    let id_docs: HashSet<u32> = ids.keys().copied().collect();
+    assert_eq!(
+        band_docs, id_docs,
+        "every band key's document has its id, and only those"
+    );
+    let indexed: HashSet<String> = ids.values().cloned().collect();
+    let short = dedup.too_short as usize;
+    assert!(
+        indexed.is_subset(&out),
+        "the index holds only documents that stayed"
+    );
+    assert_eq!(
+        indexed.len() + short,
+        out.len(),
+        "and all of them that have band keys"
+    );
+    for (id, (reason, _)) in &rej {
+        assert!(
+            !indexed.contains(id),
+            "{id} was removed ({reason}) yet indexed"
+        );
+    }
+    // Against the new index, every indexed document of the new corpus is found, naming itself.
+    let again = dir.path().join("run2");
+    std::fs::create_dir_all(&again).unwrap();
+    let yaml = format!(
+        "name: i2\ninput: {{path: {}}}\nstages:\n  - minhash_dedup: {{index: {{against: {}}}}}\n",
+        new_in.display(),
+        i1.display()
+    );
+    run(&again, &yaml).await.check().unwrap();
+    let rej2 = rejects(&again);
+    for id in &indexed {
+        assert_eq!(
+            rej2.get(id).map(|(r, d)| (r.as_str(), d.as_str())),
+            Some(("near_duplicate_of_index", id.as_str())),
+            "{id}"
+        );
+    }
+}
+
+/// An index built from an input that ends empty (every row filtered out before the stage) is a
+/// complete, empty index: `index.json` and `docs.parquet`, and a later run against it removes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minhash_index_built_from_an_empty_input_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index");
+    let empty = dir.path().join("run0");
+    std::fs::create_dir_all(&empty).unwrap();
+    let yaml = format!(
+        "name: e\ninput: {{path: {}}}\nstages:\n  - text_length: {{min_chars: 100000000}}\n  - minhash_dedup: {{index: {{build: {}}}}}\n",
+        root().join("data/sample/en").display(),
+        index.display()
+    );
+    let report = run(&empty, &yaml).await;
+    report.check().unwrap();
+    assert_eq!(report.rows_written, 0);
+    let (ids, bands) = index_contents(&index);
+    assert!(ids.is_empty() && bands.is_empty());
+    let against = dir.path().join("run1");
+    std::fs::create_dir_all(&against).unwrap();
+    let yaml = format!(
+        "name: a\ninput: {{path: {}}}\nstages:\n  - minhash_dedup: {{index: {{against: {}}}}}\n",
+        root().join("data/sample/en").display(),
+        index.display()
+    );
+    let report = run(&against, &yaml).await;
+    report.check().unwrap();
+    assert_eq!(report.stages[1].dedup.as_ref().unwrap().removed_by_index, 0);
+    assert_eq!(report.rows_read, 199);
 }

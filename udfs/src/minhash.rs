@@ -30,8 +30,41 @@ pub enum ShingleUnit {
     Word,
     /// Characters, spaces included: the unit for Chinese, which has no spaces.
     Char,
-    /// Characters when most letters of the text are CJK, else words.
+    /// Characters when most letters of a whole corpus are CJK, else words: decided once per corpus
+    /// ([`ScriptCount`]), never per document, so that two near-copies on either side of the line are
+    /// still shingled alike. A [`MinHasher`] takes the decided unit.
     Auto,
+}
+
+/// Letters and CJK letters counted over a corpus, which decide what `auto` means for all of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScriptCount {
+    pub cjk: u64,
+    pub letters: u64,
+}
+
+impl ScriptCount {
+    /// Adds a text's letters.
+    pub fn add(&mut self, text: &str) {
+        for c in text.chars().filter(|c| c.is_alphabetic()) {
+            self.letters += 1;
+            self.cjk += u64::from(is_cjk(c));
+        }
+    }
+
+    pub fn merge(&mut self, other: ScriptCount) {
+        self.cjk += other.cjk;
+        self.letters += other.letters;
+    }
+
+    /// Characters when most letters are CJK, else words.
+    pub fn unit(&self) -> ShingleUnit {
+        if self.cjk * 2 > self.letters {
+            ShingleUnit::Char
+        } else {
+            ShingleUnit::Word
+        }
+    }
 }
 
 impl std::str::FromStr for ShingleUnit {
@@ -65,7 +98,7 @@ impl Default for MinhashConfig {
     /// datatrove's defaults: word 5-grams, 14 bands of 8 hashes (112), its text normalisation.
     fn default() -> Self {
         Self {
-            unit: ShingleUnit::Auto,
+            unit: ShingleUnit::Word,
             ngram: 5,
             bands: 14,
             rows: 8,
@@ -129,6 +162,13 @@ fn fold(init: u64, values: &[u64]) -> u64 {
 impl MinHasher {
     pub fn new(config: MinhashConfig) -> Result<Self, String> {
         config.validate()?;
+        if config.unit == ShingleUnit::Auto {
+            return Err(
+                "minhash: unit 'auto' is decided once over a whole corpus (minhash_dedup \
+                        does it and reports the unit it chose); give 'word' or 'char'"
+                    .into(),
+            );
+        }
         let mut state = config.seed;
         let key = splitmix64(&mut state);
         Ok(Self { config, key })
@@ -138,30 +178,11 @@ impl MinHasher {
         &self.config
     }
 
-    /// The unit this text is shingled by (`Auto` resolved).
-    pub fn unit_for(&self, text: &str) -> ShingleUnit {
-        match self.config.unit {
-            ShingleUnit::Auto => {
-                let (mut cjk, mut letters) = (0usize, 0usize);
-                for c in text.chars().filter(|c| c.is_alphabetic()) {
-                    letters += 1;
-                    cjk += usize::from(is_cjk(c));
-                }
-                if cjk * 2 > letters {
-                    ShingleUnit::Char
-                } else {
-                    ShingleUnit::Word
-                }
-            }
-            unit => unit,
-        }
-    }
-
     /// The 64-bit hashes of the text's shingles, in text order, repeats included; empty when the
     /// normalised text has fewer units than one shingle needs.
     pub fn shingles(&self, text: &str) -> Vec<u64> {
         let normal = self.config.normalization.apply(text);
-        let units: Vec<u64> = match self.unit_for(&normal) {
+        let units: Vec<u64> = match self.config.unit {
             ShingleUnit::Char => normal
                 .chars()
                 .map(|c| mix64(u64::from(c as u32) ^ 0xC4A5_1E5D))
@@ -362,12 +383,30 @@ mod tests {
     }
 
     #[test]
-    fn auto_unit_picks_characters_for_chinese() {
-        let h = hasher(ShingleUnit::Auto);
-        assert_eq!(h.unit_for("床前明月光，疑是地上霜。"), ShingleUnit::Char);
-        assert_eq!(h.unit_for("Hello world, 你好"), ShingleUnit::Word);
+    fn auto_unit_is_decided_by_a_whole_corpus() {
+        let mut zh = ScriptCount::default();
+        zh.add("床前明月光，疑是地上霜。");
+        assert_eq!(zh.unit(), ShingleUnit::Char);
+        let mut mixed = ScriptCount::default();
+        mixed.add("Hello world, 你好");
+        assert_eq!(mixed.unit(), ShingleUnit::Word);
+        mixed.merge(zh);
+        assert_eq!(mixed.unit(), ShingleUnit::Char);
+        // A hasher takes a decided unit.
+        assert!(
+            MinHasher::new(MinhashConfig {
+                unit: ShingleUnit::Auto,
+                ..MinhashConfig::default()
+            })
+            .is_err()
+        );
         // Eleven characters give seven character 5-grams.
-        assert_eq!(h.shingles("床前明月光疑是地上霜啊").len(), 7);
+        assert_eq!(
+            hasher(ShingleUnit::Char)
+                .shingles("床前明月光疑是地上霜啊")
+                .len(),
+            7
+        );
     }
 
     #[test]

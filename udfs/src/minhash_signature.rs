@@ -48,7 +48,11 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
         "minhash_signature(text[, unit[, ngram[, bands[, rows[, seed[, normalize]]]]]])",
     )
     .with_argument("text", "The document text.")
-    .with_argument("unit", "'word', 'char' or 'auto' (characters for CJK-dominant text; default).")
+    .with_argument(
+        "unit",
+        "'word' (default, datatrove's) or 'char' (for Chinese). The minhash_dedup stage's 'auto' is \
+         decided over its whole input and named in its report; give that unit here.",
+    )
     .with_argument("ngram", "Units per shingle (default 5).")
     .with_argument("bands", "LSH bands (default 14).")
     .with_argument("rows", "Hashes per band (default 8).")

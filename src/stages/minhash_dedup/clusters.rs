@@ -29,7 +29,12 @@ pub fn spilling_session(
         .with_memory_limit((memory_mb as usize) << 20, 1.0)
         .with_temp_file_path(spill_dir)
         .build_arc()?;
-    let config = SessionConfig::new().with_target_partitions(partitions.max(1));
+    // Each sorting partition holds back this much for merging its spills: DataFusion's 10 MB, or an
+    // eighth of a partition's share of a small pool, so that a small `memory_mb` still sorts.
+    let per_partition = ((memory_mb as usize) << 20) / partitions.max(1);
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions.max(1))
+        .with_sort_spill_reservation_bytes((per_partition / 8).min(10 << 20));
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
@@ -47,10 +52,11 @@ pub async fn register_bands(ctx: &SessionContext, name: &str, files: &[PathBuf])
 }
 
 /// Calls `group(rep, members)` for every band key shared by two documents or more; `rep` is the group's
-/// lowest document number, `members` includes it. Returns the number of groups.
+/// lowest document number, `members` includes it. Returns the number of groups; an error of `group`
+/// stops it.
 pub async fn candidate_groups(
     ctx: &SessionContext,
-    mut group: impl FnMut(u32, &[u32]),
+    mut group: impl FnMut(u32, &[u32]) -> Result<()>,
 ) -> Result<u64> {
     let df = ctx
         .sql(
@@ -67,7 +73,7 @@ pub async fn candidate_groups(
         for i in 0..batch.num_rows() {
             let members = lists.value(i);
             let members = members.as_primitive::<UInt32Type>();
-            group(reps.value(i), members.values());
+            group(reps.value(i), members.values())?;
             groups += 1;
         }
     }

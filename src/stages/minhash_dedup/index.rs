@@ -14,7 +14,6 @@ use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::clusters::Clusters;
 use super::options::MinhashDedupOptions;
 use super::signatures::bands_schema;
 use crate::io::writer::PartWriter;
@@ -34,10 +33,11 @@ pub struct IndexManifest {
 }
 
 impl IndexManifest {
-    pub fn new(opts: &MinhashDedupOptions) -> Self {
+    /// The settings of `opts`, with the unit the stage decided (`auto` resolved over its input).
+    pub fn new(opts: &MinhashDedupOptions, unit: &str) -> Self {
         Self {
             format: 1,
-            unit: opts.unit.clone(),
+            unit: unit.to_string(),
             ngram: opts.ngram,
             bands: opts.bands,
             rows: opts.rows,
@@ -56,10 +56,15 @@ impl IndexManifest {
     }
 }
 
-/// Writes the band keys of the kept documents (not the removed ones, which the index would otherwise
-/// report as matches) to `dir`. The ids follow as the output streams (`docs.parquet`), and the manifest
-/// is written last by [`finish_build`], so a directory without `index.json` is not an index.
-pub fn build_bands(dir: &Path, band_files: &[PathBuf], clusters: &Clusters) -> Result<Vec<String>> {
+/// Writes the band keys of the documents `indexed` names (those that stay as their cluster's kept one,
+/// not the removed ones, which the index would otherwise report as matches) to `dir`. Their ids follow
+/// as the output streams (`docs.parquet`, by the same rule), and the manifest is written last by
+/// [`finish_build`], so a directory without `index.json` is not an index.
+pub fn build_bands(
+    dir: &Path,
+    band_files: &[PathBuf],
+    indexed: impl Fn(u32) -> bool,
+) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating index {}", dir.display()))?;
     let _ = std::fs::remove_file(dir.join("index.json"));
     for e in std::fs::read_dir(dir)? {
@@ -83,7 +88,7 @@ pub fn build_bands(dir: &Path, band_files: &[PathBuf], clusters: &Clusters) -> R
             let docs = batch.column(2).as_primitive::<UInt32Type>();
             let keep: BooleanArray = docs
                 .iter()
-                .map(|d| Some(clusters.is_kept(d.expect("non-null"))))
+                .map(|d| Some(indexed(d.expect("non-null"))))
                 .collect();
             let kept: RecordBatch = arrow::compute::filter_record_batch(&batch, &keep)?;
             w.write(&kept)?;
@@ -100,6 +105,22 @@ pub fn finish_build(
     band_files: Vec<String>,
     documents: u64,
 ) -> Result<()> {
+    // The ids written as the output streamed must be those of the band keys: the same rule decides
+    // both, so a difference is a bug, and an index that says otherwise would miss matches.
+    let docs_path = dir.join("docs.parquet");
+    let written: u64 = ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&docs_path)
+            .with_context(|| format!("index: {} was not written", docs_path.display()))?,
+    )?
+    .metadata()
+    .file_metadata()
+    .num_rows() as u64;
+    if written != documents {
+        bail!(
+            "index {}: {written} ids written for {documents} indexed documents; this is a bug",
+            dir.display()
+        );
+    }
     manifest.band_files = band_files;
     manifest.documents = documents;
     let path = dir.join("index.json");
@@ -115,6 +136,7 @@ pub async fn match_index(
     ctx: &SessionContext,
     dir: &Path,
     opts: &MinhashDedupOptions,
+    unit: &str,
 ) -> Result<HashMap<u32, String>> {
     let manifest_path = dir.join("index.json");
     let manifest: IndexManifest =
@@ -125,7 +147,7 @@ pub async fn match_index(
             )
         })?)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
-    let wanted = IndexManifest::new(opts);
+    let wanted = IndexManifest::new(opts, unit);
     if manifest.settings() != wanted.settings() {
         bail!(
             "index {} was built with {}; this stage uses {}: band keys only match under the same settings",

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use datafusion::prelude::DataFrame;
-use openseek_udfs::minhash::MinHasher;
+use openseek_udfs::minhash::{MinHasher, ShingleUnit};
 
 use crate::context::Engine;
 use crate::io::table::POS_COL;
@@ -40,6 +40,15 @@ use crate::stages::units::{
 use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spilling_session};
 use options::MinhashDedupOptions;
 use output::{Decided, REASON_INDEX, removal_reason};
+
+/// The name of a decided unit, as options, reports and index manifests write it.
+fn unit_name(unit: ShingleUnit) -> &'static str {
+    match unit {
+        ShingleUnit::Char => "char",
+        ShingleUnit::Word => "word",
+        ShingleUnit::Auto => "auto",
+    }
+}
 
 /// A planned `minhash_dedup`: the decisions are made; `df` streams the rows that stay.
 pub struct MinhashRun {
@@ -75,7 +84,6 @@ pub async fn plan(
 ) -> Result<MinhashRun> {
     let threads = engine.ctx.state().config().target_partitions().max(1);
     let keep = opts.keep()?;
-    let hasher = MinHasher::new(opts.config()?).map_err(anyhow::Error::msg)?;
     let units = plan_units(input_dir)?;
     let n = doc_count(&units);
     let input_schema = checkpoint_schema(input_dir)?;
@@ -85,8 +93,26 @@ pub async fn plan(
         anyhow::bail!("{label}: keep: max:{c}, but the input has no column `{c}`");
     }
 
-    // Pass 1.
+    // Pass 0, for `unit: auto`: one unit for the whole input, never one per document.
     let t = Instant::now();
+    let mut config = opts.config()?;
+    if config.unit == ShingleUnit::Auto {
+        let done = progress.phase(format!("{label}: scripts (unit: auto)"), Some(n));
+        let count = tokio::task::block_in_place(|| {
+            signatures::count_scripts(&units, "text", threads, &done)
+        })?;
+        config.unit = count.unit();
+        tracing::info!(
+            "{label}: unit auto: {} of {} letters are CJK, so {}",
+            count.cjk,
+            count.letters,
+            unit_name(config.unit)
+        );
+    }
+    let hasher = MinHasher::new(config).map_err(anyhow::Error::msg)?;
+    let unit = unit_name(hasher.config().unit);
+
+    // Pass 1.
     tracing::info!("{label}: signatures of {n} documents on {threads} threads");
     let bands_dir = work_dir.join("bands");
     let done = progress.phase(format!("{label}: signatures"), Some(n));
@@ -109,52 +135,50 @@ pub async fn plan(
     let ctx = spilling_session(opts.memory_mb, &work_dir.join("spill"), threads)?;
     let mut uf = UnionFind::new(n as usize);
     let mut summary = DedupSummary {
+        unit: unit.to_string(),
         too_short: facts.too_short.iter().filter(|&&s| s).count() as u64,
         seconds_signatures,
         ..Default::default()
     };
     if !band_files.is_empty() {
         register_bands(&ctx, "bands", &band_files).await?;
-        let mut pairs = Vec::new();
+        // With `verify`, the candidate pairs: a quarter of `memory_mb` in memory, the rest on disk.
+        let mut spill = match opts.verify {
+            true => Some(verify::PairSpill::new(
+                &work_dir.join("pairs"),
+                ((opts.memory_mb as usize) << 20) / 4,
+            )?),
+            false => None,
+        };
         let groups = progress.phase(format!("{label}: grouping band keys, groups"), None);
         summary.candidate_groups = candidate_groups(&ctx, |rep, members| {
             groups.fetch_add(1, Ordering::Relaxed);
-            if !opts.verify {
-                for &m in members {
+            match spill.as_mut() {
+                Some(spill) => spill.add_group(rep, members)?,
+                None => members.iter().for_each(|&m| {
                     uf.union(rep, m);
-                }
-            } else if members.len() <= verify::ALL_PAIRS_UP_TO {
-                // Every pair of a small group: a true pair must not depend on which document happens to
-                // be the group's lowest.
-                for (i, &a) in members.iter().enumerate() {
-                    for &b in &members[i + 1..] {
-                        pairs.push((a.min(b), a.max(b)));
-                    }
-                }
-            } else {
-                pairs.extend(members.iter().filter(|&&m| m != rep).map(|&m| (rep, m)));
+                }),
             }
+            Ok(())
         })
         .await?;
-        if opts.verify {
-            pairs.sort_unstable();
-            pairs.dedup();
-            let verified = tokio::task::block_in_place(|| {
-                verify::verify_pairs(
-                    &pairs,
-                    &units,
-                    &facts,
-                    &hasher,
-                    "text",
-                    opts.threshold,
-                    opts.memory_mb,
-                    threads,
-                    (progress, label),
-                )
-            })?;
-            summary.candidate_pairs = Some(pairs.len() as u64);
-            summary.pairs_below_threshold = Some((pairs.len() - verified.len()) as u64);
-            for (a, b) in verified {
+        if let Some(spill) = spill {
+            let runs = spill.finish()?;
+            let verified = verify::verify_pairs(
+                &runs,
+                &work_dir.join("spill"),
+                &units,
+                &facts,
+                &hasher,
+                opts.threshold,
+                (opts.memory_mb / 2, ((opts.memory_mb as usize) << 20) / 2),
+                threads,
+                (progress, label),
+            )
+            .await?;
+            summary.candidate_pairs = Some(verified.candidates);
+            summary.pairs_below_threshold = Some(verified.candidates - verified.pairs.len() as u64);
+            for (a, b) in verified.pairs {
                 uf.union(a, b);
             }
         }
@@ -165,16 +189,17 @@ pub async fn plan(
     let mut index_matches: HashMap<u32, String> = HashMap::new();
     if let Some(dir) = &opts.index.against {
         if !band_files.is_empty() {
-            let mut by_doc: Vec<(u32, String)> = index::match_index(&ctx, Path::new(dir), opts)
-                .await?
-                .into_iter()
-                .collect();
+            let mut by_doc: Vec<(u32, String)> =
+                index::match_index(&ctx, Path::new(dir), opts, unit)
+                    .await?
+                    .into_iter()
+                    .collect();
             by_doc.sort();
             for (d, id) in by_doc {
                 index_matches.entry(clusters.root[d as usize]).or_insert(id);
             }
         } else {
-            index::match_index(&ctx, Path::new(dir), opts).await?;
+            index::match_index(&ctx, Path::new(dir), opts, unit).await?;
         }
     }
 
@@ -238,6 +263,12 @@ pub async fn plan(
                 summary.clusters += 1;
             }
         }
+        indexed_docs += u64::from(output::indexed(
+            d,
+            &facts.too_short,
+            &clusters,
+            &index_matches,
+        ));
         let Some(reason) = removal_reason(
             d,
             &facts.too_short,
@@ -245,8 +276,6 @@ pub async fn plan(
             &index_matches,
             opts.annotate,
         ) else {
-            // What `index: {build}` will hold: one document per cluster that stays.
-            indexed_docs += u64::from(clusters.is_kept(d));
             continue;
         };
         if reason == REASON_INDEX {
@@ -263,9 +292,17 @@ pub async fn plan(
     let index_build = match &opts.index.build {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            let files =
-                tokio::task::block_in_place(|| index::build_bands(&dir, &band_files, &clusters))?;
-            Some((dir, index::IndexManifest::new(opts), files, indexed_docs))
+            let files = tokio::task::block_in_place(|| {
+                index::build_bands(&dir, &band_files, |d| {
+                    output::indexed(d, &facts.too_short, &clusters, &index_matches)
+                })
+            })?;
+            Some((
+                dir,
+                index::IndexManifest::new(opts, unit),
+                files,
+                indexed_docs,
+            ))
         }
         None => None,
     };

@@ -54,6 +54,19 @@ pub fn removal_reason(
     }
 }
 
+/// Whether document `d` is one that `index: {build}` holds: a document with band keys that stays as
+/// its cluster's kept one. The one rule behind the index's band keys, its `docs.parquet` and its count.
+pub fn indexed(
+    d: u32,
+    too_short: &[bool],
+    clusters: &Clusters,
+    index_matches: &HashMap<u32, String>,
+) -> bool {
+    !too_short[d as usize]
+        && clusters.is_kept(d)
+        && !index_matches.contains_key(&clusters.root[d as usize])
+}
+
 /// Everything the output partitions share.
 pub struct Decided {
     pub clusters: Clusters,
@@ -195,8 +208,7 @@ impl Decided {
                         self.clusters.cluster_size(d)
                     });
                     if self.index_docs_path.is_some()
-                        && !self.too_short[d as usize]
-                        && self.clusters.is_kept(d)
+                        && indexed(d, &self.too_short, &self.clusters, &self.index_matches)
                     {
                         index_docs.0.append_value(d);
                         index_docs.1.append_value(ids.value(i));
@@ -258,9 +270,20 @@ impl Decided {
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
-    /// Closes the rejects part (and the index's id file); call once the output was streamed.
+    /// Closes the rejects part and the index's id file (written, empty, when no document stays); call
+    /// once the output was streamed.
     pub fn finish(&self) -> Result<Option<PartInfo>> {
-        if let Some(w) = self.index_docs.lock().expect("index lock").take() {
+        let mut w = self.index_docs.lock().expect("index lock");
+        if let Some(path) = &self.index_docs_path
+            && w.is_none()
+        {
+            *w = Some(PartWriter::create(
+                path,
+                crate::io::writer::OutFormat::Parquet,
+                &index_docs_schema(),
+            )?);
+        }
+        if let Some(w) = w.take() {
             w.finish()?;
         }
         self.rejects.finish()

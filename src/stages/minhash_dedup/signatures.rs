@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use arrow::array::{Array, AsArray, RecordBatch, UInt16Builder, UInt32Builder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
-use openseek_udfs::minhash::MinHasher;
+use openseek_udfs::minhash::{MinHasher, ScriptCount};
 use openseek_udfs::string_iter;
 
 use super::options::Keep;
@@ -57,6 +57,31 @@ struct UnitFacts {
     priority: Vec<f64>,
     too_short: Vec<bool>,
     order: Vec<u64>,
+}
+
+/// Pass 0 of `unit: auto`: the letters and CJK letters of the whole input, which decide one unit for
+/// every document of the stage.
+pub fn count_scripts(
+    units: &[Unit],
+    text_column: &str,
+    threads: usize,
+    done: &AtomicU64,
+) -> Result<ScriptCount> {
+    let columns = [text_column];
+    let counts = for_each_unit(units, threads, |_, unit| {
+        let mut count = ScriptCount::default();
+        for batch in read_unit(unit, Some(&columns))? {
+            let batch = batch?;
+            done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            for text in string_iter(batch.column(0))?.flatten() {
+                count.add(text);
+            }
+        }
+        Ok(count)
+    })?;
+    let mut total = ScriptCount::default();
+    counts.into_iter().for_each(|c| total.merge(c));
+    Ok(total)
 }
 
 /// Computes the band keys of every document of `units` into `dir/bands-T.parquet` (one file per
