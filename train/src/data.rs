@@ -4,6 +4,14 @@
 //! the samples in a shuffled order. Several shards mix by weight as Megatron's `BlendedDataset` mixes
 //! them: sample i comes from the shard whose share so far lags its weight most.
 //!
+//! The order served depends only on the seed and the data, never on how many samples are asked for
+//! (the number of training steps): a run resumed with a larger `--steps` sees exactly the batches an
+//! uninterrupted run would. Each epoch's sequence shuffle is seeded by the seed and the epoch's number;
+//! the samples are shuffled within consecutive blocks of one epoch's worth of samples (as many as fit
+//! in one epoch's tokens), each block by the seed and its number, where Megatron shuffles all the
+//! samples it builds at once (so that its order changes with their count); and the blend assigns sample
+//! i from the counts of samples 0..i only. Asking for more samples only appends blocks and epochs.
+//!
 //! Each sample also numbers the document of each of its tokens, for per-document attention masks and
 //! position resets.
 
@@ -30,14 +38,18 @@ pub struct GptSamples {
     order: Vec<u32>,
     /// Token offset of each entry of `order` in the stream, then the stream's length.
     offsets: Vec<u64>,
-    /// Sample numbers in the order they are served.
+    /// Served sample i is sample `(i / block) · block + shuffled[i]`: each block of `block` samples in
+    /// its own shuffled order.
     shuffled: Vec<u32>,
+    /// Samples per shuffled block: those whose `len` tokens fit in one epoch's tokens (at least one).
+    block: usize,
     len: usize,
     stride: usize,
 }
 
 impl GptSamples {
     /// At least `samples` samples of `len` tokens every `stride`, over as many epochs as that takes.
+    /// The first `samples` served are the same whatever `samples` is (see the module's comment).
     pub fn new(
         shard: Arc<IndexedDataset>,
         seqs: Range<usize>,
@@ -53,7 +65,22 @@ impl GptSamples {
                 shard.prefix().display()
             );
         }
-        let needed = (samples as u64 * stride as u64) + len as u64;
+        if stride == 0 || len == 0 {
+            bail!("samples need a length and a stride of at least one token");
+        }
+        // A function of the data only: one epoch's samples (its windows that fit within its tokens).
+        let block = epoch_tokens.saturating_sub(len as u64) / stride as u64 + 1;
+        if block > u32::MAX as u64 {
+            bail!(
+                "{}: {block} samples an epoch, more than this trainer numbers",
+                shard.prefix().display()
+            );
+        }
+        let block = block as usize;
+        let blocks = samples.div_ceil(block).max(1);
+        let built = blocks * block;
+        // The stream must hold the last sample of the last block.
+        let needed = (built as u64 - 1) * stride as u64 + len as u64;
         let epochs = needed.div_ceil(epoch_tokens).max(1);
         let mut order = Vec::new();
         for epoch in 0..epochs {
@@ -70,16 +97,20 @@ impl GptSamples {
             at += shard.sequence_len(s as usize) as u64;
         }
         offsets.push(at);
-        let available = ((at - len as u64) / stride as u64 + 1) as usize;
-        let mut shuffled: Vec<u32> = (0..available.min(u32::MAX as usize) as u32).collect();
-        shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
-            seed ^ 0x05ee_d5a3_e1e5_u64,
-        ));
+        let mut shuffled: Vec<u32> = Vec::with_capacity(built);
+        for b in 0..blocks {
+            let mut within: Vec<u32> = (0..block as u32).collect();
+            within.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+                (seed ^ 0x05ee_d5a3_e1e5_u64).wrapping_add(b as u64),
+            ));
+            shuffled.extend(within);
+        }
         Ok(Self {
             shard,
             order,
             offsets,
             shuffled,
+            block,
             len,
             stride,
         })
@@ -91,7 +122,8 @@ impl GptSamples {
 
     /// The `i`-th sample served (wrapping around).
     pub fn get(&self, i: usize) -> Sample {
-        let n = self.shuffled[i % self.shuffled.len()] as u64;
+        let i = i % self.shuffled.len();
+        let n = (i - i % self.block) as u64 + self.shuffled[i] as u64;
         let start = n * self.stride as u64;
         let mut k = self.offsets.partition_point(|&o| o <= start) - 1;
         let mut within = (start - self.offsets[k]) as usize;
@@ -260,6 +292,46 @@ mod tests {
         assert_eq!(split(100, 0.05), (0..95, 95..100));
         assert_eq!(split(3, 0.01), (0..2, 2..3));
         assert_eq!(split(10, 0.0), (0..10, 10..10));
+    }
+
+    /// The first samples served do not depend on how many are built: 10, 100 or 1000 samples of the
+    /// same shard and seed start alike (Megatron's single shuffle of all the samples did not: the order
+    /// changed with their count, which crossed an epoch here).
+    #[test]
+    fn sample_order_does_not_depend_on_the_number_of_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shard(dir.path(), 20);
+        let build = |n: usize| GptSamples::new(Arc::clone(&s), 0..18, n, 9, 8, 7).unwrap();
+        let (few, more, many) = (build(10), build(100), build(1000));
+        assert!(many.samples() >= 1000 && more.samples() >= 100);
+        for i in 0..10 {
+            assert_eq!(few.get(i), more.get(i), "sample {i}");
+            assert_eq!(few.get(i), many.get(i), "sample {i}");
+        }
+        for i in 0..100 {
+            assert_eq!(more.get(i), many.get(i), "sample {i}");
+        }
+        // Still shuffled: the first tokens are not in the order of the documents.
+        let starts: Vec<u32> = (0..10).map(|i| few.get(i).tokens[0]).collect();
+        let mut sorted = starts.clone();
+        sorted.sort();
+        assert_ne!(starts, sorted);
+        // Blends too: the first samples of a short blend are those of a long one.
+        let blend = |n: usize| {
+            Blend::new(
+                vec![
+                    GptSamples::new(Arc::clone(&s), 0..10, n, 9, 8, 1).unwrap(),
+                    GptSamples::new(Arc::clone(&s), 10..20, n, 9, 8, 2).unwrap(),
+                ],
+                &[1.0, 2.0],
+                n,
+            )
+            .unwrap()
+        };
+        let (short, long) = (blend(30), blend(600));
+        for i in 0..30 {
+            assert_eq!(short.get(i), long.get(i), "blended sample {i}");
+        }
     }
 
     /// A shard whose sidecar names a tokenizer larger than the model is refused, by name.

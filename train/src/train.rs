@@ -58,12 +58,21 @@ pub struct TrainOptions {
     /// Share of each shard's sequences (the last ones) held out for validation.
     #[serde(default = "valid_fraction")]
     pub valid_fraction: f64,
+    /// Validation every this many steps and at the last; 0: never.
     #[serde(default = "eval_every")]
     pub eval_every: u64,
+    /// Micro-batches of held-out samples a validation averages (at least 1).
     #[serde(default = "eval_batches")]
     pub eval_batches: usize,
+    /// A checkpoint every this many steps and at the last; 0: only at the last (the trained weights
+    /// are always kept).
     #[serde(default = "checkpoint_every")]
     pub checkpoint_every: u64,
+    /// A step whose gradient norm is not finite (an inf or a NaN in some gradient) is skipped, as
+    /// Megatron skips them: no update of the weights, the moments or the routing biases. After this
+    /// many such steps in a row the run stops with an error (at least 1).
+    #[serde(default = "max_consecutive_skipped_steps")]
+    pub max_consecutive_skipped_steps: u64,
     /// Weights and activations: `f32` (the CPU's), or `bf16` (for CUDA) with f32 main weights and
     /// moments in the optimizer, the router in f32, and the softmax of the loss in f32.
     #[serde(default)]
@@ -126,6 +135,15 @@ fn eval_batches() -> usize {
 fn checkpoint_every() -> u64 {
     100
 }
+/// One bad batch (or a rare overflow) is skipped and the run goes on; a skipped step changes nothing
+/// but the batch, so several in a row on fresh batches point to a lasting cause (diverged weights or
+/// moments, too high a learning rate, bad data) that more steps will not cure: stop before burning
+/// the rest of the budget. Megatron's fp16 loss scaler likewise skips the steps whose gradients
+/// overflow (lowering the scale each time), and its `--check-for-nan-in-loss-and-grad` stops at the
+/// first NaN.
+fn max_consecutive_skipped_steps() -> u64 {
+    5
+}
 
 /// A config file: the model (Hugging Face's names) and how to train it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,20 +158,30 @@ impl Config {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let c: Self =
             serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        c.model.validate()?;
-        if c.train.micro_batch == 0 || c.train.grad_accum == 0 || c.train.seq_len == 0 {
-            bail!(
-                "{}: seq_len, micro_batch and grad_accum must be at least 1",
-                path.display()
-            );
-        }
-        if c.train.seq_len + c.model.num_nextn_predict_layers > c.model.max_position_embeddings {
-            bail!(
-                "{}: seq_len is above max_position_embeddings",
-                path.display()
-            );
-        }
+        c.validate().with_context(|| path.display().to_string())?;
         Ok(c)
+    }
+
+    /// Refuses values the trainer cannot run with, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        self.model.validate()?;
+        if t.micro_batch == 0 || t.grad_accum == 0 || t.seq_len == 0 {
+            bail!("seq_len, micro_batch and grad_accum must be at least 1");
+        }
+        if t.seq_len + self.model.num_nextn_predict_layers > self.model.max_position_embeddings {
+            bail!("seq_len is above max_position_embeddings");
+        }
+        if t.eval_batches == 0 {
+            bail!(
+                "train.eval_batches must be at least 1 (the validation loss is a mean over that \
+                 many micro-batches); to never validate, set eval_every: 0"
+            );
+        }
+        if t.max_consecutive_skipped_steps == 0 {
+            bail!("train.max_consecutive_skipped_steps must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +218,12 @@ pub fn init_weights(vars: &VarMap, std: f64, seed: u64) -> Result<()> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TrainerState {
     step: u64,
+    /// Steps skipped for a non-finite gradient norm, in all and the last ones in a row (absent from
+    /// older checkpoints: none).
+    #[serde(default)]
+    skipped_steps: u64,
+    #[serde(default)]
+    consecutive_skipped_steps: u64,
 }
 
 /// The latest complete checkpoint under `out` (`step-NNNNNN`), if any.
@@ -273,8 +307,39 @@ fn validate(model: &DeepSeek, valid: &Blend, cfg: &Config, device: &Device) -> R
     Ok(sum / cfg.train.eval_batches as f64)
 }
 
+/// Steps skipped for a non-finite gradient norm.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skips {
+    total: u64,
+    consecutive: u64,
+}
+
+/// The change of each expert's routing bias after a step, from the tokens routed to each (`load`):
+/// DeepSeek-V3's `γ · sign(mean load − load)`, with sign(0) = 0, so that an expert at exactly the mean
+/// load keeps its bias. Compared in integers (load · experts against the total): exact.
+fn bias_update(load: &[usize], gamma: f64) -> Vec<f32> {
+    let total: usize = load.iter().sum();
+    load.iter()
+        .map(|&l| match total.cmp(&(l * load.len())) {
+            std::cmp::Ordering::Greater => gamma as f32,
+            std::cmp::Ordering::Less => -gamma as f32,
+            std::cmp::Ordering::Equal => 0.0,
+        })
+        .collect()
+}
+
 /// Trains `cfg` on `data` into `out`, resuming from its latest checkpoint; `steps` overrides the
 /// config's. Returns the last step's metrics.
+///
+/// `steps` sets the horizon of the cosine schedule (as Megatron's `--train-iters` does) and how many
+/// samples are built, not their order: a run resumed with another `steps` reads the same batches as an
+/// uninterrupted one (its learning rates follow the new horizon from there on).
+///
+/// A step whose gradient norm is not finite is skipped as Megatron skips it: the iteration still
+/// advances (its batches are consumed, the step is logged with `"skipped": true`, and the schedule moves
+/// on: the next step's learning rate is the one of its number), but the weights, AdamW's moments and
+/// update count, and the routing biases are left as they were. `max_consecutive_skipped_steps` in a row
+/// stop the run with an error.
 pub fn train(
     cfg: &Config,
     data: &[(f64, PathBuf)],
@@ -282,6 +347,7 @@ pub fn train(
     steps: Option<u64>,
     device: &Device,
 ) -> Result<serde_json::Value> {
+    cfg.validate()?;
     let t = &cfg.train;
     let steps = steps.unwrap_or(t.steps);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -302,16 +368,28 @@ pub fn train(
     }
     // After the weights: the optimizer keeps f32 copies of half-precision ones.
     let mut opt = AdamW::new(&vars, t.beta1, t.beta2, 1e-8, t.weight_decay)?;
-    let start = match resume {
+    let (start, mut skips) = match resume {
         Some((step, dir)) => {
+            let path = dir.join("trainer_state.json");
+            let trainer: TrainerState = serde_json::from_str(
+                &std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("parsing {}", path.display()))?;
             let state = candle_core::safetensors::load(dir.join("optimizer.safetensors"), device)?;
-            opt.restore(&state, step)?;
+            // AdamW counts its updates (its bias correction), and skipped steps made none.
+            opt.restore(&state, step.saturating_sub(trainer.skipped_steps))?;
             tracing::info!("resuming at step {step} from {}", dir.display());
-            step
+            let skips = Skips {
+                total: trainer.skipped_steps,
+                consecutive: trainer.consecutive_skipped_steps,
+            };
+            (step, skips)
         }
-        None => 0,
+        None => (0, Skips::default()),
     };
     let per_step = t.micro_batch * t.grad_accum;
+    // Enough samples for `steps`; their order does not depend on how many (see `data`).
     let (train_set, valid_set) = blends(cfg, data, steps as usize * per_step)?;
     let metrics_path = out.join("metrics.jsonl");
     // A resumed run drops what the killed one logged past its checkpoint.
@@ -377,8 +455,23 @@ pub fn train(
         }
         let grads = grads.expect("at least one micro-batch");
         let norm = opt.grad_norm(&grads)?;
-        opt.update(&grads, lr, clip_scale(norm, t.clip))?;
-        // Auxiliary-loss-free balancing: each expert's bias moves by γ towards the mean load.
+        // An inf or a NaN in any gradient: skip the step (see above), else update.
+        let skipped = !norm.is_finite();
+        if skipped {
+            skips.total += 1;
+            skips.consecutive += 1;
+            tracing::warn!(
+                "step {}: gradient norm {norm}, step skipped ({} in a row)",
+                step + 1,
+                skips.consecutive
+            );
+        } else {
+            skips.consecutive = 0;
+            opt.update(&grads, lr, clip_scale(norm, t.clip))?;
+        }
+        drop(grads);
+        // Auxiliary-loss-free balancing: each expert's bias moves by γ towards the mean load (not on
+        // a skipped step).
         let moes = model
             .layers
             .iter()
@@ -392,10 +485,10 @@ pub fn train(
             let mean = load.iter().sum::<usize>() as f64 / load.len() as f64;
             let max = *load.iter().max().unwrap_or(&0) as f64;
             imbalance.push(if mean > 0.0 { max / mean } else { 0.0 });
-            let delta: Vec<f32> = load
-                .iter()
-                .map(|&l| (t.bias_update_speed * (mean - l as f64).signum()) as f32)
-                .collect();
+            if skipped {
+                continue;
+            }
+            let delta = bias_update(load, t.bias_update_speed);
             let delta = Tensor::from_vec(delta, load.len(), device)?.to_dtype(moe.bias.dtype())?;
             moe.bias.set(&(moe.bias.as_tensor() + delta)?)?;
         }
@@ -405,14 +498,28 @@ pub fn train(
             "step": done, "loss": total, "lm_loss": lm, "mtp_loss": mtp, "balance_loss": balance,
             "expert_load_max_over_mean": imbalance, "grad_norm": norm, "lr": lr,
             "tokens_per_s": tokens / started.elapsed().as_secs_f64(),
+            "skipped": skipped, "skipped_steps": skips.total,
         });
-        if done % t.eval_every == 0 || done == steps {
+        let stop = skips.consecutive >= t.max_consecutive_skipped_steps;
+        // Every `every` steps and at the last; 0: never.
+        let due = |every: u64| every > 0 && (done.is_multiple_of(every) || done == steps);
+        if !stop && due(t.eval_every) {
             record["valid_loss"] = serde_json::json!(validate(&model, &valid_set, cfg, device)?);
         }
         writeln!(metrics, "{record}")?;
         metrics.flush()?;
-        if done % t.checkpoint_every == 0 || done == steps {
-            save_checkpoint(out, done, cfg, &vars, &opt)?;
+        if stop {
+            bar.abandon();
+            bail!(
+                "{} steps in a row (to step {done}) had a non-finite gradient norm and were \
+                 skipped (train.max_consecutive_skipped_steps: {}): the run has diverged or its \
+                 data is bad; the last checkpoint holds the weights from before",
+                skips.consecutive,
+                t.max_consecutive_skipped_steps
+            );
+        }
+        if due(t.checkpoint_every) || done == steps {
+            save_checkpoint(out, done, cfg, &vars, &opt, skips)?;
         }
         bar.set_position(done);
         bar.set_message(format!("loss {total:.4}"));
@@ -422,7 +529,14 @@ pub fn train(
     Ok(last)
 }
 
-fn save_checkpoint(out: &Path, step: u64, cfg: &Config, vars: &VarMap, opt: &AdamW) -> Result<()> {
+fn save_checkpoint(
+    out: &Path,
+    step: u64,
+    cfg: &Config,
+    vars: &VarMap,
+    opt: &AdamW,
+    skips: Skips,
+) -> Result<()> {
     let dir = out.join(format!("step-{step:06}"));
     let tmp = out.join(format!(".step-{step:06}.partial"));
     checkpoint::save(&tmp, &cfg.model, vars)?;
@@ -435,7 +549,11 @@ fn save_checkpoint(out: &Path, step: u64, cfg: &Config, vars: &VarMap, opt: &Ada
     )?;
     std::fs::write(
         tmp.join("trainer_state.json"),
-        serde_json::to_string(&TrainerState { step })?,
+        serde_json::to_string(&TrainerState {
+            step,
+            skipped_steps: skips.total,
+            consecutive_skipped_steps: skips.consecutive,
+        })?,
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir)?;
@@ -487,9 +605,14 @@ mod tests {
     /// A shard of 60 documents of a small made-up language: each document counts up from its start by a
     /// stride, modulo the vocabulary, so the next token is learnable.
     fn shard(dir: &Path, vocab: u32) -> PathBuf {
+        shard_of(dir, vocab, 60)
+    }
+
+    /// The same with `docs` documents (document d holds 20 + d % 17 tokens).
+    fn shard_of(dir: &Path, vocab: u32, docs: u32) -> PathBuf {
         let prefix = dir.join("toy");
         let mut w = ShardWriter::create(&prefix, ShardType::I32).unwrap();
-        for d in 0..60u32 {
+        for d in 0..docs {
             let stride = 1 + d % 3;
             let doc: Vec<u32> = (0..20 + d % 17)
                 .map(|i| (d * 7 + i * stride) % vocab)
@@ -579,6 +702,266 @@ mod tests {
             assert!((x - y).abs() < 0.02 * x, "f32 {x} against bf16 {y}");
         }
         assert!(b[5] < b[0], "{b:?}");
+        Ok(())
+    }
+
+    /// The lines of `metrics.jsonl` under `d`.
+    fn metrics_of(d: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Every tensor of a safetensors file, as the bits of its f32 values (NaNs compare equal).
+    fn bits(path: &Path) -> Result<HashMap<String, Vec<u32>>> {
+        candle_core::safetensors::load(path, &Device::Cpu)?
+            .into_iter()
+            .map(|(name, t)| -> Result<(String, Vec<u32>)> {
+                let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                Ok((name, v.into_iter().map(f32::to_bits).collect()))
+            })
+            .collect()
+    }
+
+    /// `eval_every: 0` never validates (it divided by zero); checkpoints go on.
+    #[test]
+    fn eval_every_zero_means_never() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config(64);
+        cfg.train.eval_every = 0;
+        let data = vec![(1.0, shard(dir.path(), 64))];
+        let out = dir.path().join("run");
+        train(&cfg, &data, &out, Some(4), &dev)?;
+        let m = metrics_of(&out);
+        assert_eq!(m.len(), 4);
+        assert!(m.iter().all(|x| x.get("valid_loss").is_none()), "{m:?}");
+        assert!(out.join("step-000003/model.safetensors").exists());
+        assert!(out.join("step-000004/model.safetensors").exists());
+        Ok(())
+    }
+
+    /// `checkpoint_every: 0` writes no periodic checkpoint (it divided by zero), only the last, which
+    /// holds the trained weights; validation goes on.
+    #[test]
+    fn checkpoint_every_zero_means_never() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config(64);
+        cfg.train.checkpoint_every = 0;
+        let data = vec![(1.0, shard(dir.path(), 64))];
+        let out = dir.path().join("run");
+        train(&cfg, &data, &out, Some(4), &dev)?;
+        assert_eq!(latest_checkpoint(&out)?.map(|(s, _)| s), Some(4));
+        let mut steps: Vec<String> = Vec::new();
+        for e in std::fs::read_dir(&out)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.contains("step-") {
+                steps.push(name);
+            }
+        }
+        assert_eq!(steps, vec!["step-000004"], "only the last");
+        let m = metrics_of(&out);
+        assert_eq!(m.len(), 4);
+        let validated: Vec<u64> = m
+            .iter()
+            .filter(|x| x["valid_loss"].as_f64().is_some_and(f64::is_finite))
+            .map(|x| x["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(validated, vec![3, 4]);
+        Ok(())
+    }
+
+    /// `eval_batches: 0` is refused by name (the validation loss was 0/0, a NaN), in code and from a
+    /// file; so is `max_consecutive_skipped_steps: 0`.
+    #[test]
+    fn eval_batches_zero_is_refused() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config(64);
+        cfg.train.eval_batches = 0;
+        let data = vec![(1.0, shard(dir.path(), 64))];
+        let out = dir.path().join("run");
+        let e = train(&cfg, &data, &out, Some(1), &dev).unwrap_err();
+        assert!(e.to_string().contains("eval_batches"), "{e}");
+        assert!(!out.join("metrics.jsonl").exists());
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"),
+        )?;
+        assert!(yaml.contains("eval_batches: 8"));
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, yaml.replace("eval_batches: 8", "eval_batches: 0"))?;
+        let e = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(e.contains("bad.yaml") && e.contains("eval_batches"), "{e}");
+        let mut cfg = config(64);
+        cfg.validate()?;
+        cfg.train.max_consecutive_skipped_steps = 0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("max_consecutive_skipped_steps"), "{e}");
+        Ok(())
+    }
+
+    /// γ · sign(mean − load) with sign(0) = 0: an expert at exactly the mean load keeps its bias
+    /// (`signum` gave it +γ).
+    #[test]
+    fn bias_update_at_the_mean_load_is_zero() {
+        assert_eq!(bias_update(&[2, 2, 2, 2], 0.001), vec![0.0; 4]);
+        assert_eq!(bias_update(&[1, 2, 3], 0.5), vec![0.5, 0.0, -0.5]);
+        assert_eq!(bias_update(&[3, 0], 0.25), vec![-0.25, 0.25]);
+        assert_eq!(bias_update(&[0, 0, 0], 0.1), vec![0.0; 3]);
+        // A mean that is not a whole number: nobody is at it.
+        assert_eq!(bias_update(&[1, 2], 0.5), vec![0.5, -0.5]);
+    }
+
+    /// Every token routed to every expert: all loads are the mean, and the biases stay zero through
+    /// training (they all rose by γ a step).
+    #[test]
+    fn experts_at_the_mean_load_keep_their_bias() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config(64);
+        cfg.model.num_experts_per_tok = cfg.model.n_routed_experts;
+        cfg.model.topk_group = cfg.model.n_group;
+        let data = vec![(1.0, shard(dir.path(), 64))];
+        let out = dir.path().join("run");
+        let last = train(&cfg, &data, &out, Some(2), &dev)?;
+        let imbalance = last["expert_load_max_over_mean"].as_array().unwrap();
+        assert!(
+            !imbalance.is_empty() && imbalance.iter().all(|x| x.as_f64() == Some(1.0)),
+            "{last}"
+        );
+        let weights =
+            candle_core::safetensors::load(out.join("step-000002/model.safetensors"), &dev)?;
+        let mut biases = 0;
+        for (name, t) in &weights {
+            if name.ends_with("e_score_correction_bias") {
+                assert_eq!(t.to_vec1::<f32>()?, vec![0.0; t.elem_count()], "{name}");
+                biases += 1;
+            }
+        }
+        // The MoE layer's and the MTP module's.
+        assert_eq!(biases, 2);
+        Ok(())
+    }
+
+    /// A NaN gradient norm (here from a NaN final norm weight put into the step-3 checkpoint) skips the
+    /// step: nothing is updated, the step is logged as skipped and counted, the count survives a resume,
+    /// and `max_consecutive_skipped_steps` in a row stop the run with an error naming the key. Before,
+    /// the NaN went into the weights and the moments and the run went on.
+    #[test]
+    fn non_finite_grad_norm_skips_the_step() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config(64);
+        let data = vec![(1.0, shard(dir.path(), 64))];
+        let out = dir.path().join("run");
+        train(&cfg, &data, &out, Some(3), &dev)?;
+        let ckpt = out.join("step-000003");
+        let mut weights = candle_core::safetensors::load(ckpt.join("model.safetensors"), &dev)?;
+        let good = weights["model.norm.weight"].clone();
+        weights.insert("model.norm.weight".into(), (&good * f64::NAN)?);
+        candle_core::safetensors::save(&weights, ckpt.join("model.safetensors"))?;
+
+        cfg.train.checkpoint_every = 1;
+        cfg.train.max_consecutive_skipped_steps = 3;
+        let e = format!("{:#}", train(&cfg, &data, &out, Some(8), &dev).unwrap_err());
+        assert!(
+            e.contains("3 steps in a row") && e.contains("max_consecutive_skipped_steps"),
+            "{e}"
+        );
+        let m = metrics_of(&out);
+        assert_eq!(m.len(), 6);
+        for x in &m[..3] {
+            assert_eq!(x["skipped"], false);
+            assert_eq!(x["skipped_steps"], 0);
+        }
+        for (k, x) in m[3..].iter().enumerate() {
+            assert_eq!(x["skipped"], true, "{x}");
+            assert_eq!(x["skipped_steps"], k as u64 + 1, "{x}");
+            // A NaN is written as null.
+            assert!(x["grad_norm"].is_null(), "{x}");
+        }
+        // Steps 4 and 5 were checkpointed, 6 stopped the run first: weights, routing biases and moments
+        // are those of step 3.
+        assert!(!out.join("step-000006").exists());
+        let five = out.join("step-000005");
+        for f in ["model.safetensors", "optimizer.safetensors"] {
+            assert_eq!(bits(&ckpt.join(f))?, bits(&five.join(f))?, "{f}");
+        }
+        let state: TrainerState =
+            serde_json::from_str(&std::fs::read_to_string(five.join("trainer_state.json"))?)?;
+        assert_eq!(
+            (
+                state.step,
+                state.skipped_steps,
+                state.consecutive_skipped_steps
+            ),
+            (5, 2, 2)
+        );
+
+        // Mended, step 5 resumes: updates again, the two skipped steps still counted.
+        weights.insert("model.norm.weight".into(), good);
+        candle_core::safetensors::save(&weights, five.join("model.safetensors"))?;
+        train(&cfg, &data, &out, Some(7), &dev)?;
+        let m = metrics_of(&out);
+        assert_eq!(m.len(), 7);
+        for x in &m[5..] {
+            assert_eq!(x["skipped"], false, "{x}");
+            assert_eq!(x["skipped_steps"], 2, "{x}");
+            assert!(x["grad_norm"].as_f64().is_some_and(f64::is_finite), "{x}");
+        }
+        assert_ne!(
+            bits(&five.join("model.safetensors"))?,
+            bits(&out.join("step-000006/model.safetensors"))?
+        );
+        Ok(())
+    }
+
+    /// The data order depends on the seed and the data only, not on `--steps`: the first batches of a
+    /// set built for 3 steps are those of one built for 6 or 50, and a run of 3 steps resumed with
+    /// `--steps 6` repeats an uninterrupted run of 6 step by step. The shard is small (11 training
+    /// documents, 17 samples an epoch) so that 3 steps of 4 samples stay within the first epoch and 6
+    /// do not: the shuffle of all the samples built then changed with their number.
+    #[test]
+    fn resuming_with_more_steps_keeps_the_data_order() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = config(64);
+        // A flat schedule: `steps` is the cosine's horizon by design; the data order is at stake here.
+        cfg.train.min_lr = cfg.train.lr;
+        let data = vec![(1.0, shard_of(dir.path(), 64, 12))];
+        let per_step = cfg.train.micro_batch * cfg.train.grad_accum;
+        let (short, _) = blends(&cfg, &data, 3 * per_step)?;
+        for steps in [6, 50] {
+            let (long, _) = blends(&cfg, &data, steps * per_step)?;
+            for i in 0..3 * per_step {
+                assert_eq!(short.get(i), long.get(i), "sample {i}, {steps} steps");
+            }
+        }
+        let whole = dir.path().join("whole");
+        train(&cfg, &data, &whole, Some(6), &dev)?;
+        let split = dir.path().join("split");
+        train(&cfg, &data, &split, Some(3), &dev)?;
+        train(&cfg, &data, &split, Some(6), &dev)?;
+        let (a, b) = (metrics_of(&whole), metrics_of(&split));
+        assert_eq!(a.len(), 6);
+        assert_eq!(b.len(), 6);
+        for (x, y) in a.iter().zip(&b) {
+            for key in [
+                "step",
+                "loss",
+                "lm_loss",
+                "mtp_loss",
+                "grad_norm",
+                "lr",
+                "expert_load_max_over_mean",
+                "valid_loss",
+            ] {
+                assert_eq!(x.get(key), y.get(key), "{key} at step {}", x["step"]);
+            }
+        }
         Ok(())
     }
 }
