@@ -61,10 +61,22 @@ fn sql_writes_parquet_and_reports_errors_clearly() {
     assert!(ok, "{err}");
     assert_eq!(rows(&read_parquet_dir(dir.path())), 550);
 
-    let (ok, _, err) = openseek(&["sql", "SELECT count(*) FROM fineweb_edu"]);
-    if !ok {
-        assert!(err.contains("has no files on this machine"), "{err}");
-    }
+    // A catalog dataset whose files are not on this machine: a data root without them.
+    let empty_root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openseek"))
+        .args(["sql", "SELECT count(*) FROM fineweb_edu"])
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .env("OPENSEEK_DATA_DIR", empty_root.path())
+        .env_remove("OPENSEEK_CATALOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("dataset 'fineweb-edu' (table fineweb_edu) has no files on this machine"),
+        "{err}"
+    );
     let (ok, _, err) = openseek(&[
         "sql",
         "SELECT flagged_words(text, 'klingon') FROM sample_en",

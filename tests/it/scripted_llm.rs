@@ -55,6 +55,26 @@ struct Inner {
     latency: Duration,
     /// Tokens reported for each answer: a quarter of the prompt's and of the content's characters.
     tokens: Mutex<(u64, u64)>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Mutex<(usize, usize)>,
+}
+
+/// Counts a request as in flight until it is dropped (answered, or the connection gone).
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn new(inner: &Arc<Inner>) -> Self {
+        let mut f = inner.in_flight.lock().unwrap();
+        f.0 += 1;
+        f.1 = f.1.max(f.0);
+        Self(Arc::clone(inner))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap().0 -= 1;
+    }
 }
 
 pub struct ScriptedServer {
@@ -76,6 +96,7 @@ impl ScriptedServer {
             script: Box::new(script),
             latency,
             tokens: Mutex::new((0, 0)),
+            in_flight: Mutex::new((0, 0)),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -121,6 +142,11 @@ impl ScriptedServer {
         self.inner.hits.lock().unwrap().clone()
     }
 
+    /// The most requests the server was answering at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.in_flight.lock().unwrap().1
+    }
+
     /// Prompt and completion tokens of every answer the server gave.
     pub fn tokens(&self) -> (u64, u64) {
         *self.inner.tokens.lock().unwrap()
@@ -141,6 +167,7 @@ impl Drop for ScriptedServer {
 
 async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
     let at = Instant::now();
+    let _in_flight = InFlight::new(&inner);
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let prompt = request["messages"]
         .as_array()
