@@ -11,7 +11,16 @@ use std::process::Command;
 fn features(selection: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["tree", "--locked", "-e", "normal,build", "-f", "{p} {f}", "--prefix", "none"])
+        .args([
+            "tree",
+            "--locked",
+            "-e",
+            "normal,build",
+            "-f",
+            "{p} {f}",
+            "--prefix",
+            "none",
+        ])
         .args(selection)
         .current_dir(openseek_testkit::workspace_root())
         .output()
@@ -31,7 +40,9 @@ fn features(selection: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
         };
         let mut rest = parts.next().unwrap_or("").trim().to_string();
         if rest.starts_with('(') {
-            rest = rest[rest.find(')').map_or(0, |i| i + 1)..].trim().to_string();
+            rest = rest[rest.find(')').map_or(0, |i| i + 1)..]
+                .trim()
+                .to_string();
         }
         let rest = rest.replace("(proc-macro)", "").trim().to_string();
         map.entry(format!("{name} {version}"))
