@@ -9,7 +9,7 @@
 
 pub mod near_dup;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -27,7 +27,12 @@ pub fn require<T>(test: &str, found: Option<T>, missing: &str, install: &str) ->
     if in_ci() {
         panic!("{test}: MISSING {missing}; install it with: {install}");
     }
-    eprintln!("SKIPPED {test}: {missing} (install it with: {install})");
+    // Written to the stderr handle itself, not through `eprintln!`, which the test harness captures
+    // and shows only for failing tests: the line must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {missing} (install it with: {install})"
+    );
     None
 }
 

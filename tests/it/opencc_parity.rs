@@ -21,11 +21,11 @@ const BOUNDARY: &str = "\u{2063}OPENSEEK-DOCUMENT-BOUNDARY\u{2063}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t2s_equals_the_opencc_cli_on_every_traditional_document() {
-    let Some(corpus) = corpus("t2s_equals_the_opencc_cli") else {
+    let Some(corpus) = corpus("t2s_equals_the_opencc_cli_on_every_traditional_document") else {
         return;
     };
     let Some(opencc) = openseek_testkit::command(
-        "t2s_equals_the_opencc_cli",
+        "t2s_equals_the_opencc_cli_on_every_traditional_document",
         "opencc",
         "scripts/install-test-deps (apt-get install opencc)",
     ) else {

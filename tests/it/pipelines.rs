@@ -167,7 +167,9 @@ fn outcome(dir: &Path) -> (BTreeSet<String>, BTreeMap<String, String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_filters_on_the_english_parquet_corpus_decide_as_the_functions_do() {
-    let Some(corpus) = corpus("rule_filters_on_the_english_parquet_corpus") else {
+    let Some(corpus) =
+        corpus("rule_filters_on_the_english_parquet_corpus_decide_as_the_functions_do")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -197,7 +199,9 @@ async fn rule_filters_on_the_english_parquet_corpus_decide_as_the_functions_do()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversion_and_rules_on_the_chinese_jsonl_gz_corpus_decide_as_the_functions_do() {
-    let Some(corpus) = corpus("conversion_and_rules_on_the_chinese_jsonl_gz_corpus") else {
+    let Some(corpus) =
+        corpus("conversion_and_rules_on_the_chinese_jsonl_gz_corpus_decide_as_the_functions_do")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -241,7 +245,9 @@ async fn conversion_and_rules_on_the_chinese_jsonl_gz_corpus_decide_as_the_funct
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_stages_see_the_previous_stage_as_input_and_their_drops_are_rejects() {
-    let Some(corpus) = corpus("sql_stages") else {
+    let Some(corpus) =
+        corpus("sql_stages_see_the_previous_stage_as_input_and_their_drops_are_rejects")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -276,7 +282,7 @@ async fn sql_stages_see_the_previous_stage_as_input_and_their_drops_are_rejects(
 
 #[test]
 fn a_run_killed_midway_finishes_on_rerun_without_duplicates() {
-    let Some(corpus) = corpus("a_run_killed_midway") else {
+    let Some(corpus) = corpus("a_run_killed_midway_finishes_on_rerun_without_duplicates") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

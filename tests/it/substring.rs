@@ -527,7 +527,7 @@ async fn a_99_byte_repeat_stays_and_a_100_byte_one_goes() {
 /// by name is the one kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_first_follows_the_input_order() {
-    let Some(corpus) = corpus("substring keep_first_follows_the_input_order") else {
+    let Some(corpus) = corpus("keep_first_follows_the_input_order") else {
         return;
     };
     let en = corpus_en(&corpus);
