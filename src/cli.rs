@@ -70,7 +70,7 @@ enum Command {
         /// Datasets of the catalog (repeatable): one set of prefixes each.
         #[arg(long)]
         dataset: Vec<String>,
-        /// A tokenizer.json, a directory holding one, or a bundled name (qwen3, deepseek-v3, gpt2).
+        /// A tokenizer.json, a directory holding one, or a bundled name (qwen3, gpt2).
         #[arg(long)]
         tokenizer: String,
         /// How each document is framed, e.g. "{text}<|endoftext|>".

@@ -126,10 +126,22 @@ pub fn read_file(
             source_schema.field(text_idx).data_type()
         );
     }
-    let id_idx = spec
+    let mut id_idx = spec
         .id_column
         .as_ref()
         .and_then(|c| source_schema.index_of(c).ok());
+    // The default id column (`id`) is taken when it is text-like; a source whose `id` is a struct or a
+    // list gets generated ids (with a warning) instead of failing, unlike a column the user named.
+    if let Some(i) = id_idx
+        && spec.id_column == super::default_id_column()
+        && !arrow::compute::can_cast_types(source_schema.field(i).data_type(), &DataType::Utf8)
+    {
+        tracing::warn!(
+            "{file_name}: its `id` column is {}, not text: ids generated instead",
+            source_schema.field(i).data_type()
+        );
+        id_idx = None;
+    }
     let mut row_base: u64 = 0;
     for batch in reader {
         let batch = match batch {

@@ -555,14 +555,18 @@ async fn run_segments(
 /// not duplicate or invent documents, whose rejects could then not be accounted for. Also refused: an
 /// id that the input holds several times and the result only some of them, as which copy was dropped
 /// is unknowable. One DataFusion aggregation per side and a join of the counts (memory as any query
-/// of the session); the first offending id is named.
+/// of the session), ids compared as text whatever type the query gave them; the first offending id is
+/// named. Counts per id cannot tell the copies of an id apart: with an id twice in the input, a query
+/// that returns one copy twice and drops the other passes (generated ids are unique; a source's own
+/// ids may not be).
 async fn check_sql_ids(engine: &Engine, label: &str) -> Result<()> {
     let df = engine
         .ctx
         .sql(
-            "SELECT CAST(r.id AS VARCHAR) AS id, r.n AS returned, coalesce(i.n, 0) AS held \
-             FROM (SELECT id, count(*) AS n FROM __os_sql_result GROUP BY id) r \
-             LEFT JOIN (SELECT id, count(*) AS n FROM input GROUP BY id) i ON r.id = i.id \
+            "SELECT r.id, r.n AS returned, coalesce(i.n, 0) AS held \
+             FROM (SELECT CAST(id AS VARCHAR) AS id, count(*) AS n FROM __os_sql_result GROUP BY 1) r \
+             LEFT JOIN (SELECT CAST(id AS VARCHAR) AS id, count(*) AS n FROM input GROUP BY 1) i \
+             ON r.id = i.id \
              WHERE i.n IS NULL OR r.n <> i.n \
              LIMIT 1",
         )
@@ -577,7 +581,11 @@ async fn check_sql_ids(engine: &Engine, label: &str) -> Result<()> {
             let c = arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::UInt64)?;
             Ok(c.as_primitive::<arrow::datatypes::UInt64Type>().value(0))
         };
-        let (id, returned, held) = (ids.as_string::<i32>().value(0).to_string(), n(1)?, n(2)?);
+        let id = match arrow::array::Array::is_null(ids.as_ref(), 0) {
+            true => "NULL".to_string(),
+            false => ids.as_string::<i32>().value(0).to_string(),
+        };
+        let (returned, held) = (n(1)?, n(2)?);
         if held == 0 {
             bail!(
                 "{label}: the query returned id '{id}', which is not in its input: a sql stage may drop \

@@ -369,20 +369,36 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 /// or temporary) is left in the output's `data/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_stage_that_duplicates_or_invents_ids_fails_naming_one() {
+    // A source whose own ids repeat one (the readers keep a source's ids as they are).
+    let twice = tempfile::tempdir().unwrap();
+    let twice_file = twice.path().join("twice.jsonl");
+    std::fs::write(
+        &twice_file,
+        "{\"id\": \"x\", \"text\": \"first copy\"}\n{\"id\": \"x\", \"text\": \"second copy\"}\n{\"id\": \"y\", \"text\": \"another\"}\n",
+    )
+    .unwrap();
+    let sample = "{dataset: sample-en}".to_string();
     let cases = [
         (
+            sample.clone(),
             "SELECT * FROM input UNION ALL SELECT * FROM input WHERE id = 'sotu/1960_dwight_d_eisenhower_r'",
             "returned id 'sotu/1960_dwight_d_eisenhower_r' 2 times",
         ),
         (
+            sample.clone(),
             "SELECT 'new-' || id AS id, text, dataset FROM input",
             "which is not in its input",
         ),
+        (
+            format!("{{path: {}}}", twice_file.display()),
+            "SELECT * FROM input WHERE text <> 'first copy'",
+            "id 'x' is 2 rows of the input and the query kept 1",
+        ),
     ];
-    for (query, expected) in cases {
+    for (input, query, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
         let yaml = format!(
-            "name: sqlcheck\ninput: {{dataset: sample-en}}\nstages:\n  - text_length: {{min_chars: 1}}\n  - sql: \"{query}\"\n  - text_length: {{max_chars: 100000000}}\n"
+            "name: sqlcheck\ninput: {input}\nstages:\n  - text_length: {{min_chars: 1}}\n  - sql: \"{query}\"\n  - text_length: {{max_chars: 100000000}}\n"
         );
         let engine = Engine::new(Some(2));
         let p = pipeline(dir.path(), &yaml);

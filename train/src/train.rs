@@ -250,7 +250,9 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<(u64, PathBuf)>> {
 }
 
 /// The shards of `data` (weight, prefix), split, as training and validation blends.
-fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blend, Blend)> {
+/// The training blend of `samples` samples, and the validation blend (none when `eval_every` is 0:
+/// then no held-out sequences are needed).
+fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blend, Option<Blend>)> {
     let t = &cfg.train;
     let len = t.seq_len + 1 + cfg.model.num_nextn_predict_layers;
     let (mut train, mut valid) = (Vec::new(), Vec::new());
@@ -281,15 +283,19 @@ fn blends(cfg: &Config, data: &[(f64, PathBuf)], samples: usize) -> Result<(Blen
         }
         weights.push(*w);
     }
+    let train = Blend::new(train, &weights, samples)?;
+    if t.eval_every == 0 {
+        return Ok((train, None));
+    }
     if valid.is_empty() {
-        bail!("no sequences held out for validation: raise valid_fraction or give larger shards");
+        bail!(
+            "no sequences held out for validation: raise valid_fraction, give larger shards, or set \
+             eval_every: 0"
+        );
     }
     // Validation mixes the held-out sequences by the training weights, as Megatron's blend does.
     let eval = t.eval_batches * t.micro_batch;
-    Ok((
-        Blend::new(train, &weights, samples)?,
-        Blend::new(valid, &valid_weights, eval)?,
-    ))
+    Ok((train, Some(Blend::new(valid, &valid_weights, eval)?)))
 }
 
 /// Mean validation loss (next token) over the held-out samples.
@@ -504,7 +510,10 @@ pub fn train(
         // Every `every` steps and at the last; 0: never.
         let due = |every: u64| every > 0 && (done.is_multiple_of(every) || done == steps);
         if !stop && due(t.eval_every) {
-            record["valid_loss"] = serde_json::json!(validate(&model, &valid_set, cfg, device)?);
+            let valid = valid_set
+                .as_ref()
+                .expect("eval_every > 0 builds a validation blend");
+            record["valid_loss"] = serde_json::json!(validate(&model, valid, cfg, device)?);
         }
         writeln!(metrics, "{record}")?;
         metrics.flush()?;
@@ -732,6 +741,8 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let mut cfg = config(64);
         cfg.train.eval_every = 0;
+        // Nothing held out: without validation none is needed.
+        cfg.train.valid_fraction = 0.0;
         let data = vec![(1.0, shard(dir.path(), 64))];
         let out = dir.path().join("run");
         train(&cfg, &data, &out, Some(4), &dev)?;

@@ -273,6 +273,8 @@ pub fn shingle_jaccard(a: &[u64], b: &[u64]) -> f64 {
 pub fn shingle_set(mut shingles: Vec<u64>) -> Vec<u64> {
     shingles.sort_unstable();
     shingles.dedup();
+    // Sets are held by the thousand while pairs are verified: no capacity beyond what they hold.
+    shingles.shrink_to_fit();
     shingles
 }
 

@@ -130,6 +130,18 @@ pub fn finish_build(
     Ok(())
 }
 
+/// The manifest of the index in `dir`.
+pub fn read_manifest(dir: &Path) -> Result<IndexManifest> {
+    let manifest_path = dir.join("index.json");
+    serde_json::from_slice(&std::fs::read(&manifest_path).with_context(|| {
+        format!(
+            "index: against: {} has no index.json (build it with index: {{build: DIR}})",
+            dir.display()
+        )
+    })?)
+    .with_context(|| format!("reading {}", manifest_path.display()))
+}
+
 /// For each document of the new corpus (table `bands`) that shares a band key with the index in `dir`:
 /// the id of the lowest-numbered indexed document it matches.
 pub async fn match_index(
@@ -138,15 +150,7 @@ pub async fn match_index(
     opts: &MinhashDedupOptions,
     unit: &str,
 ) -> Result<HashMap<u32, String>> {
-    let manifest_path = dir.join("index.json");
-    let manifest: IndexManifest =
-        serde_json::from_slice(&std::fs::read(&manifest_path).with_context(|| {
-            format!(
-                "index: against: {} has no index.json (build it with index: {{build: DIR}})",
-                dir.display()
-            )
-        })?)
-        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest = read_manifest(dir)?;
     let wanted = IndexManifest::new(opts, unit);
     if manifest.settings() != wanted.settings() {
         bail!(

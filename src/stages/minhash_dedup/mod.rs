@@ -96,6 +96,19 @@ pub async fn plan(
     // Pass 0, for `unit: auto`: one unit for the whole input, never one per document.
     let t = Instant::now();
     let mut config = opts.config()?;
+    if config.unit == ShingleUnit::Auto
+        && let Some(dir) = &opts.index.against
+    {
+        // Against an index, `auto` is the unit the index was built with: band keys only match under
+        // one unit, and a small new batch must not be refused for a mix of scripts unlike the index's.
+        let manifest = index::read_manifest(Path::new(dir))?;
+        config.unit = manifest
+            .unit
+            .parse::<ShingleUnit>()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("index {dir}: unit"))?;
+        tracing::info!("{label}: unit auto: {}, as index {dir}", manifest.unit);
+    }
     if config.unit == ShingleUnit::Auto {
         let done = progress.phase(format!("{label}: scripts (unit: auto)"), Some(n));
         let count = tokio::task::block_in_place(|| {
@@ -174,13 +187,11 @@ pub async fn plan(
                 (opts.memory_mb / 2, ((opts.memory_mb as usize) << 20) / 2),
                 threads,
                 (progress, label),
+                &mut uf,
             )
             .await?;
             summary.candidate_pairs = Some(verified.candidates);
-            summary.pairs_below_threshold = Some(verified.candidates - verified.pairs.len() as u64);
-            for (a, b) in verified.pairs {
-                uf.union(a, b);
-            }
+            summary.pairs_below_threshold = Some(verified.candidates - verified.merged);
         }
     }
     let clusters = Clusters::decide(uf, &facts, &keep);

@@ -9,7 +9,7 @@
 //! documents' shingle sets of a chunk fit the other half of `memory_mb`, and the second documents are
 //! compared as a second pass over the input streams by.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,20 +18,32 @@ use anyhow::{Context, Result};
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use futures::StreamExt;
-use openseek_udfs::minhash::{MinHasher, sorted_set_jaccard};
+use openseek_udfs::minhash::{MinHasher, ShingleUnit, sorted_set_jaccard};
 use openseek_udfs::string_iter;
 
 use super::clusters::{register_bands, spilling_session};
 use super::signatures::DocFacts;
 use crate::io::writer::PartWriter;
 use crate::progress::Progress;
+use crate::stages::union_find::UnionFind;
 use crate::stages::units::{Unit, for_each_unit, read_unit};
 
 /// Groups up to this size are verified pair by pair (at most 120 pairs).
 pub const ALL_PAIRS_UP_TO: usize = 16;
 
-/// Bytes a buffered or chunked pair takes in memory (the pair, and its share of the maps of a chunk).
-const PAIR_BYTES: usize = 32;
+/// Bytes a buffered or chunked pair takes in memory: the pair, and its copy by member in a chunk's
+/// lookup (two 8-byte entries), with room for the vectors' growth.
+const PAIR_BYTES: usize = 24;
+
+/// Bytes of a document's shingle set, at most: 8 a shingle, and at most one shingle a unit, where a
+/// character is at least one byte and a word (with the space or mark after it) at least two.
+fn set_bytes(unit: ShingleUnit, text_bytes: u32) -> usize {
+    let units = match unit {
+        ShingleUnit::Word => text_bytes as usize / 2 + 1,
+        _ => text_bytes as usize,
+    };
+    8 * units + 64
+}
 
 fn pairs_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -122,12 +134,12 @@ impl PairSpill {
 pub struct Verified {
     /// Distinct candidate pairs checked.
     pub candidates: u64,
-    /// The pairs at or above the threshold.
-    pub pairs: Vec<(u32, u32)>,
+    /// Those at or above the threshold, merged as they were found.
+    pub merged: u64,
 }
 
-/// Checks every distinct pair of `runs` (from [`PairSpill`]) and keeps those whose true Jaccard
-/// similarity is at least `threshold`. The pairs are sorted in `sort_mb` of memory (spilling past it),
+/// Checks every distinct pair of `runs` (from [`PairSpill`]) and merges in `uf` those whose true
+/// Jaccard similarity is at least `threshold`, a chunk at a time (nothing grows with the pairs found). The pairs are sorted in `sort_mb` of memory (spilling past it),
 /// and a chunk's shingle sets and pairs take at most `chunk_bytes` (the stage gives each half of its
 /// `memory_mb`).
 #[allow(clippy::too_many_arguments)]
@@ -141,11 +153,13 @@ pub async fn verify_pairs(
     (sort_mb, chunk_bytes): (u64, usize),
     threads: usize,
     progress: (&Progress, &str),
+    uf: &mut UnionFind,
 ) -> Result<Verified> {
     let mut verified = Verified {
         candidates: 0,
-        pairs: Vec::new(),
+        merged: 0,
     };
+    let unit = hasher.config().unit;
     if runs.is_empty() {
         return Ok(verified);
     }
@@ -169,11 +183,11 @@ pub async fn verify_pairs(
         );
         for (a, b) in a.values().iter().zip(b.values()) {
             verified.candidates += 1;
-            // A shingle set takes about 8 bytes per shingle, and a text has at most one shingle per
-            // unit: about two set bytes per text byte covers English words and Chinese characters.
+            // A representative's set is held for its whole chunk: a chunk ends only between
+            // representatives, and holds at least one.
             let new_rep = chunk.pairs.last().is_none_or(|p| p.0 != *a);
             let rep_bytes = if new_rep {
-                2 * facts.bytes[*a as usize] as usize
+                set_bytes(unit, facts.bytes[*a as usize])
             } else {
                 0
             };
@@ -181,10 +195,7 @@ pub async fn verify_pairs(
                 && (chunk.bytes + rep_bytes + PAIR_BYTES > chunk_bytes)
                 && new_rep
             {
-                let found = tokio::task::block_in_place(|| {
-                    chunk.check(units, hasher, threshold, threads, &done)
-                })?;
-                verified.pairs.extend(found);
+                verified.merged += chunk.verify(units, hasher, threshold, threads, &done, uf)?;
                 chunk = Chunk::default();
             }
             chunk.bytes += rep_bytes + PAIR_BYTES;
@@ -192,11 +203,8 @@ pub async fn verify_pairs(
         }
     }
     if !chunk.pairs.is_empty() {
-        let found =
-            tokio::task::block_in_place(|| chunk.check(units, hasher, threshold, threads, &done))?;
-        verified.pairs.extend(found);
+        verified.merged += chunk.verify(units, hasher, threshold, threads, &done, uf)?;
     }
-    verified.pairs.sort_unstable();
     Ok(verified)
 }
 
@@ -208,6 +216,24 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// Checks the chunk's pairs and merges those at or above `threshold` in `uf`; how many.
+    fn verify(
+        &self,
+        units: &[Unit],
+        hasher: &MinHasher,
+        threshold: f64,
+        threads: usize,
+        done: &AtomicU64,
+        uf: &mut UnionFind,
+    ) -> Result<u64> {
+        let found =
+            tokio::task::block_in_place(|| self.check(units, hasher, threshold, threads, done))?;
+        for &(a, b) in &found {
+            uf.union(a, b);
+        }
+        Ok(found.len() as u64)
+    }
+
     /// Two passes over the input: the representatives' shingle sets, then each member against its
     /// representatives.
     fn check(
@@ -218,11 +244,12 @@ impl Chunk {
         threads: usize,
         done: &AtomicU64,
     ) -> Result<Vec<(u32, u32)>> {
-        let reps: HashSet<u32> = self.pairs.iter().map(|p| p.0).collect();
-        let mut by_member: HashMap<u32, Vec<u32>> = HashMap::new();
-        for &(a, b) in &self.pairs {
-            by_member.entry(b).or_default().push(a);
-        }
+        // Sorted vectors looked up by binary search: 8 bytes a pair, where maps of vectors would take
+        // several times that.
+        let mut reps: Vec<u32> = self.pairs.iter().map(|p| p.0).collect();
+        reps.dedup(); // the pairs are sorted by representative
+        let mut by_member: Vec<(u32, u32)> = self.pairs.iter().map(|&(a, b)| (b, a)).collect();
+        by_member.sort_unstable();
         let columns = ["text"];
         // Pass A: the representatives' sets.
         let sets: Mutex<HashMap<u32, Vec<u64>>> = Mutex::new(HashMap::with_capacity(reps.len()));
@@ -232,7 +259,7 @@ impl Chunk {
                 let batch = batch?;
                 done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 for text in string_iter(batch.column(0))? {
-                    if reps.contains(&doc) {
+                    if reps.binary_search(&doc).is_ok() {
                         let set = shingle_set(hasher, text.unwrap_or(""));
                         sets.lock().expect("sets lock").insert(doc, set);
                     }
@@ -250,12 +277,14 @@ impl Chunk {
                 let batch = batch?;
                 done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 for text in string_iter(batch.column(0))? {
-                    if let Some(reps) = by_member.get(&doc) {
-                        let set = shingle_set(hasher, text.unwrap_or(""));
-                        for &r in reps {
-                            if sorted_set_jaccard(&sets[&r], &set) >= threshold {
-                                out.push((r, doc));
-                            }
+                    let first = by_member.partition_point(|p| p.0 < doc);
+                    let reps = by_member[first..].iter().take_while(|p| p.0 == doc);
+                    let mut set: Option<Vec<u64>> = None;
+                    for &(_, r) in reps {
+                        let set =
+                            set.get_or_insert_with(|| shingle_set(hasher, text.unwrap_or("")));
+                        if sorted_set_jaccard(&sets[&r], set) >= threshold {
+                            out.push((r.min(doc), r.max(doc)));
                         }
                     }
                     doc += 1;
@@ -361,7 +390,21 @@ mod tests {
         assert!(expected.len() >= 12, "{expected:?}");
         let progress = Progress::default();
         let total: usize = docs.iter().map(String::len).sum();
-        for chunk_bytes in [1 << 30, total / 5] {
+        // The partition the true pairs make: each document's lowest fellow.
+        let partition = |uf: &mut UnionFind| -> Vec<u32> {
+            let mut lowest: HashMap<u32, u32> = HashMap::new();
+            (0..docs.len() as u32)
+                .map(|d| *lowest.entry(uf.find(d)).or_insert(d))
+                .collect()
+        };
+        let mut truth = UnionFind::new(docs.len());
+        for &(a, b) in &expected {
+            truth.union(a, b);
+        }
+        let truth = partition(&mut truth);
+        // One chunk, and chunks of about a fifth of the sets' bytes (word sets: 4 bytes a text byte).
+        for chunk_bytes in [1 << 30, 4 * total / 5] {
+            let mut uf = UnionFind::new(docs.len());
             let v = verify_pairs(
                 &runs,
                 &dir.path().join("spill"),
@@ -372,6 +415,7 @@ mod tests {
                 (32, chunk_bytes),
                 2,
                 (&progress, "test"),
+                &mut uf,
             )
             .await
             .unwrap();
@@ -381,7 +425,12 @@ mod tests {
                 n * (n - 1) / 2,
                 "chunks of {chunk_bytes} bytes"
             );
-            assert_eq!(v.pairs, expected, "chunks of {chunk_bytes} bytes");
+            assert_eq!(
+                v.merged,
+                expected.len() as u64,
+                "chunks of {chunk_bytes} bytes"
+            );
+            assert_eq!(partition(&mut uf), truth, "chunks of {chunk_bytes} bytes");
         }
     }
 

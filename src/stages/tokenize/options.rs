@@ -8,7 +8,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct TokenizeOptions {
     /// A `tokenizer.json` (or a directory holding one, or GPT-2's `vocab.json` + `merges.txt`), or
-    /// a bundled name: `qwen3`, `deepseek-v3`, `gpt2`.
+    /// a bundled name: `qwen3`, `gpt2` (built into the binary).
     pub tokenizer: String,
     /// How each document is framed; `{text}` is the document, special tokens are named as the
     /// tokenizer names them, e.g. `"{text}<|endoftext|>"`.

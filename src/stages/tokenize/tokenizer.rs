@@ -208,12 +208,17 @@ fn gpt2_style(origin: &str, vocab: &[u8], merges: &[u8]) -> Result<Tokenizer> {
     let merges = std::str::from_utf8(merges)
         .with_context(|| format!("{origin}: merges.txt is not UTF-8"))?;
     let mut pairs: Merges = Vec::new();
+    // As `tokenizers` reads merges.txt: every line but `#version` is exactly two tokens.
     for (n, line) in merges.lines().enumerate() {
-        if line.starts_with("#version") || line.is_empty() {
+        if line.starts_with("#version") {
             continue;
         }
-        let Some((a, b)) = line.split_once(' ') else {
-            bail!("{origin}: merges.txt line {}: not two tokens", n + 1);
+        let parts: Vec<&str> = line.split(' ').collect();
+        let [a, b] = parts[..] else {
+            bail!(
+                "{origin}: merges.txt line {}: not two tokens: {line:?}",
+                n + 1
+            );
         };
         pairs.push((a.to_string(), b.to_string()));
     }
