@@ -13,14 +13,12 @@
 //! with no pair at τ is unique. Each setting runs the real stage through `run_pipeline`; its wall
 //! time is printed beside its scores.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Instant;
 
-use arrow::array::{RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use openseek::context::Engine;
 use openseek::pipeline::{RunOptions, run_pipeline};
+use openseek_testkit::docs::{corpus_en, corpus_zh, read_parquet_dir, strings, write_docs};
 use openseek_testkit::near_dup::{EDITS, Rng, split_units, variant};
 use openseek_udfs::minhash::{
     MinHasher, MinhashConfig, ShingleUnit, shingle_set, sorted_set_jaccard,
@@ -65,7 +63,7 @@ fn main() {
         };
         let similar = similar_pairs(&docs, unit, TRUTH[0]);
         let dir = tempfile::tempdir().unwrap();
-        write_input(&dir.path().join("in/docs.parquet"), &docs);
+        write_docs(&dir.path().join("in/docs.parquet"), &docs);
         for setting in SETTINGS {
             let out = dir.path().join("out");
             let _ = std::fs::remove_dir_all(&out);
@@ -111,7 +109,13 @@ fn main() {
 /// `n` originals of 1 to 8 KB (cut at 8 KB) from every third document from the 2nd on (the tests take
 /// theirs from the 1st), then one variant of each.
 fn held_out(corpus: &Path, lang: &str, cjk: bool, n: usize) -> Vec<(String, String)> {
-    let all = read_corpus(corpus, lang);
+    let all: Vec<(String, String)> = match lang {
+        "en" => corpus_en(corpus),
+        _ => corpus_zh(corpus)
+            .into_iter()
+            .map(|(i, t, _)| (i, t))
+            .collect(),
+    };
     let mut originals: Vec<(String, String)> = Vec::new();
     for (id, text) in all.iter().skip(1).step_by(3) {
         if originals.len() == n {
@@ -147,47 +151,6 @@ fn held_out(corpus: &Path, lang: &str, cjk: bool, n: usize) -> Vec<(String, Stri
     originals
 }
 
-fn read_corpus(corpus: &Path, lang: &str) -> Vec<(String, String)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus.join(lang))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut docs = Vec::new();
-    for f in files {
-        if lang == "en" {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(&f).unwrap(),
-            )
-            .unwrap()
-            .build()
-            .unwrap();
-            for b in reader {
-                let b = b.unwrap();
-                let col = |c: &str| {
-                    openseek_udfs::string_iter(b.column_by_name(c).unwrap())
-                        .unwrap()
-                        .map(|s| s.unwrap_or_default().to_string())
-                        .collect::<Vec<_>>()
-                };
-                docs.extend(col("id").into_iter().zip(col("text")));
-            }
-        } else {
-            let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-                std::fs::File::open(&f).unwrap(),
-            ));
-            for line in std::io::BufRead::lines(r) {
-                let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-                docs.push((
-                    v["id"].as_str().unwrap().to_string(),
-                    v["text"].as_str().unwrap().to_string(),
-                ));
-            }
-        }
-    }
-    docs
-}
-
 /// Every pair (a < b) whose exact Jaccard is at least `floor`, with it: all pairs compared, on all
 /// cores, skipping those whose set sizes alone rule it out (J ≤ min/max).
 fn similar_pairs(
@@ -220,60 +183,15 @@ fn similar_pairs(
         .collect()
 }
 
-fn write_input(path: &Path, docs: &[(String, String)]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("text", DataType::Utf8, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                docs.iter().map(|d| d.0.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                docs.iter().map(|d| d.1.as_str()),
-            )),
-        ],
-    )
-    .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-}
-
 /// The ids the run removed as near-duplicates.
 fn removed_ids(rejects: &Path) -> std::collections::HashSet<String> {
-    let mut out = std::collections::HashSet::new();
-    let Ok(entries) = std::fs::read_dir(rejects) else {
-        return out;
-    };
-    for e in entries {
-        let path = e.unwrap().path();
-        if path.extension().is_none_or(|x| x != "parquet") {
-            continue;
-        }
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&path).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
-        for b in reader {
-            let b = b.unwrap();
-            let ids = openseek_udfs::string_iter(b.column_by_name("id").unwrap()).unwrap();
-            let reasons = openseek_udfs::string_iter(b.column_by_name("reason").unwrap()).unwrap();
-            for (id, reason) in ids.zip(reasons) {
-                if reason == Some("near_duplicate") {
-                    out.insert(id.unwrap().to_string());
-                }
-            }
-        }
-    }
-    out
+    let batches = read_parquet_dir(rejects);
+    strings(&batches, "id")
+        .into_iter()
+        .zip(strings(&batches, "reason"))
+        .filter(|(_, reason)| reason.as_deref() == Some("near_duplicate"))
+        .map(|(id, _)| id.unwrap())
+        .collect()
 }
 
 struct Score {

@@ -7,6 +7,7 @@
 //! Shared by the engine's and the trainer's tests, so that the lookup of each dependency is written
 //! once.
 
+pub mod docs;
 pub mod near_dup;
 
 use std::io::{Read, Write};

@@ -68,20 +68,16 @@ pub fn variant(
     let q = 2.0 * target / (1.0 + target);
     let rate = 1.0 - q.powf(0.2);
     let pick = |rng: &mut Rng| pool[rng.below(pool.len())].clone();
+    // Each unit replaced by one of the donor's with probability `p`.
+    let substitute = |units: &[String], p: f64, rng: &mut Rng| -> String {
+        let out: Vec<String> = units
+            .iter()
+            .map(|u| if rng.unit() < p { pick(rng) } else { u.clone() })
+            .collect();
+        join_units(&out, cjk)
+    };
     match edit {
-        Edit::Substitute => {
-            let out: Vec<String> = units
-                .iter()
-                .map(|u| {
-                    if rng.unit() < rate {
-                        pick(rng)
-                    } else {
-                        u.clone()
-                    }
-                })
-                .collect();
-            join_units(&out, cjk)
-        }
+        Edit::Substitute => substitute(&units, rate, rng),
         Edit::Insert => {
             let mut out = Vec::with_capacity(units.len() * 2);
             for u in &units {
@@ -111,20 +107,8 @@ pub fn variant(
                 paras.swap(i, rng.below(i + 1));
             }
             // Light substitutions on top, so that reordering covers more than the top bin.
-            let reordered = paras.join(sep);
-            let units = split_units(&reordered, cjk);
-            let light = rate / 3.0;
-            let out: Vec<String> = units
-                .iter()
-                .map(|u| {
-                    if rng.unit() < light {
-                        pick(rng)
-                    } else {
-                        u.clone()
-                    }
-                })
-                .collect();
-            join_units(&out, cjk)
+            let reordered = split_units(&paras.join(sep), cjk);
+            substitute(&reordered, rate / 3.0, rng)
         }
         Edit::HeaderFooter => {
             // Adding a share h of new units on each side gives J ≈ 1 / (1 + 2h).

@@ -767,25 +767,9 @@ type Docs = Vec<(String, String)>;
 
 /// The bundled sample's documents: English (Parquet), then Chinese (JSONL.gz).
 fn sample_docs() -> (Docs, Docs) {
-    let en = read_parquet_dir(&root().join("data/sample/en"));
-    let en: Vec<(String, String)> = strings(&en, "id")
-        .into_iter()
-        .zip(strings(&en, "text"))
-        .map(|(i, t)| (i.unwrap(), t.unwrap()))
-        .collect();
-    let f = std::fs::File::open(root().join("data/sample/zh/sample-zh-000.jsonl.gz")).unwrap();
-    let zh = std::io::BufRead::lines(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-        f,
-    )))
-    .map(|l| {
-        let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
-        (
-            v["id"].as_str().unwrap().to_string(),
-            v["text"].as_str().unwrap().to_string(),
-        )
-    })
-    .collect();
-    (en, zh)
+    let docs = openseek_testkit::docs::parquet_docs(&root().join("data/sample/en"));
+    let zh = openseek_testkit::docs::jsonl_gz_docs(&root().join("data/sample/zh"));
+    (docs, zh.into_iter().map(|(i, t, _)| (i, t)).collect())
 }
 
 fn script_count(text: &str) -> openseek_udfs::minhash::ScriptCount {
@@ -852,7 +836,7 @@ fn index_contents(index: &Path) -> (BTreeMap<u32, String>, HashSet<u32>) {
     use arrow::array::AsArray;
     use arrow::datatypes::UInt32Type;
     let mut docs = BTreeMap::new();
-    for b in read_parquet_dir_file(&index.join("docs.parquet")) {
+    for b in read_parquet_file(&index.join("docs.parquet")) {
         let d = b
             .column_by_name("doc")
             .unwrap()
@@ -866,7 +850,7 @@ fn index_contents(index: &Path) -> (BTreeMap<u32, String>, HashSet<u32>) {
         serde_json::from_slice(&std::fs::read(index.join("index.json")).unwrap()).unwrap();
     let mut band_docs = HashSet::new();
     for f in manifest["band_files"].as_array().unwrap() {
-        for b in read_parquet_dir_file(&index.join(f.as_str().unwrap())) {
+        for b in read_parquet_file(&index.join(f.as_str().unwrap())) {
             let d = b
                 .column_by_name("doc")
                 .unwrap()

@@ -22,7 +22,7 @@ use openseek::stages::synth::methods::sentences;
 /// Documents of the bundled samples as (id, text, language): English Parquet, then Chinese JSONL.gz.
 fn sample_docs() -> Vec<(String, String, &'static str)> {
     let root = root();
-    let en = read_parquet_dir_file(&root.join("data/sample/en/sample-en-000.parquet"));
+    let en = read_parquet_file(&root.join("data/sample/en/sample-en-000.parquet"));
     let mut docs: Vec<(String, String, &'static str)> = strings(&en, "id")
         .into_iter()
         .zip(strings(&en, "text"))
@@ -705,7 +705,7 @@ fn a_killed_run_resends_only_the_missing_requests_and_the_key_is_never_written()
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         let text = if f.extension().is_some_and(|e| e == "parquet") {
-            let batches = read_parquet_dir_file(&f);
+            let batches = read_parquet_file(&f);
             format!("{batches:?}")
         } else {
             String::from_utf8_lossy(&bytes).into_owned()
@@ -882,7 +882,7 @@ async fn cot_rag_searches_the_local_index_and_injects_what_it_found() {
     );
     let answers = strings(&data, "answer");
     assert!(answers.iter().all(|a| a.as_deref() == Some("Ahab")));
-    let sample_ids: BTreeSet<String> = strings(&read_parquet_dir_file(&index_path), "id")
+    let sample_ids: BTreeSet<String> = strings(&read_parquet_file(&index_path), "id")
         .into_iter()
         .map(Option::unwrap)
         .collect();

@@ -67,6 +67,17 @@ impl ScriptCount {
     }
 }
 
+impl ShingleUnit {
+    /// The name options, reports and index manifests write (what `from_str` reads).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Word => "word",
+            Self::Char => "char",
+            Self::Auto => "auto",
+        }
+    }
+}
+
 impl std::str::FromStr for ShingleUnit {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

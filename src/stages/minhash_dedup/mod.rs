@@ -41,15 +41,6 @@ use clusters::{Clusters, candidate_groups, register_bands, size_histogram, spill
 use options::MinhashDedupOptions;
 use output::{Decided, REASON_INDEX, removal_reason};
 
-/// The name of a decided unit, as options, reports and index manifests write it.
-fn unit_name(unit: ShingleUnit) -> &'static str {
-    match unit {
-        ShingleUnit::Char => "char",
-        ShingleUnit::Word => "word",
-        ShingleUnit::Auto => "auto",
-    }
-}
-
 /// A planned `minhash_dedup`: the decisions are made; `df` streams the rows that stay.
 pub struct MinhashRun {
     pub df: DataFrame,
@@ -119,11 +110,11 @@ pub async fn plan(
             "{label}: unit auto: {} of {} letters are CJK, so {}",
             count.cjk,
             count.letters,
-            unit_name(config.unit)
+            config.unit.name()
         );
     }
     let hasher = MinHasher::new(config).map_err(anyhow::Error::msg)?;
-    let unit = unit_name(hasher.config().unit);
+    let unit = hasher.config().unit.name();
 
     // Pass 1.
     tracing::info!("{label}: signatures of {n} documents on {threads} threads");
@@ -341,7 +332,7 @@ pub async fn plan(
         rejects_path,
         index_docs_path,
         progress.phase(format!("{label}: output"), Some(n)),
-    ));
+    )?);
     let table = unit_table(units, Arc::clone(&decided) as Arc<dyn UnitBatches>, threads)
         .context("planning the minhash_dedup output")?;
     let df = engine.ctx.read_table(Arc::new(table))?;

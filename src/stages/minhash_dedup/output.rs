@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder, UInt32Builder};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -81,8 +81,9 @@ pub struct Decided {
     pub keep_text: bool,
     pub schema: SchemaRef,
     rejects: RejectsPart,
-    index_docs: Mutex<Option<PartWriter>>,
-    index_docs_path: Option<PathBuf>,
+    /// `index: {build}`'s `docs.parquet`, open from the start so that an input that ends empty still
+    /// writes it; taken by `finish`.
+    index_docs: Option<Mutex<Option<PartWriter>>>,
     /// Rows streamed so far, for the progress bar.
     rows_done: Arc<AtomicU64>,
 }
@@ -111,7 +112,7 @@ impl Decided {
         rejects_path: &Path,
         index_docs_path: Option<PathBuf>,
         rows_done: Arc<AtomicU64>,
-    ) -> Self {
+    ) -> Result<Self> {
         let mut fields: Vec<_> = input_schema
             .fields()
             .iter()
@@ -124,7 +125,15 @@ impl Decided {
             DataType::UInt32,
             false,
         )));
-        Self {
+        let index_docs = match index_docs_path {
+            Some(path) => Some(Mutex::new(Some(PartWriter::create(
+                &path,
+                crate::io::writer::OutFormat::Parquet,
+                &index_docs_schema(),
+            )?))),
+            None => None,
+        };
+        Ok(Self {
             clusters,
             too_short,
             kept_ids,
@@ -134,10 +143,9 @@ impl Decided {
             keep_text,
             schema: Arc::new(Schema::new(fields)),
             rejects: RejectsPart::new(rejects_path),
-            index_docs: Mutex::new(None),
-            index_docs_path,
+            index_docs,
             rows_done,
-        }
+        })
     }
 
     /// Whether document `d` stays, and if not, the reason and the id it duplicates.
@@ -207,7 +215,7 @@ impl Decided {
                     } else {
                         self.clusters.cluster_size(d)
                     });
-                    if self.index_docs_path.is_some()
+                    if self.index_docs.is_some()
                         && indexed(d, &self.too_short, &self.clusters, &self.index_matches)
                     {
                         index_docs.0.append_value(d);
@@ -236,7 +244,7 @@ impl Decided {
             }
         }
         self.rejects.write(rejects)?;
-        if let Some(path) = &self.index_docs_path {
+        if let Some(writer) = &self.index_docs {
             let docs = index_docs.0.finish();
             if !docs.is_empty() {
                 let b = RecordBatch::try_new(
@@ -247,15 +255,10 @@ impl Decided {
                         Arc::new(index_docs.2.finish()),
                     ],
                 )?;
-                let mut w = self.index_docs.lock().expect("index lock");
-                if w.is_none() {
-                    *w = Some(PartWriter::create(
-                        path,
-                        crate::io::writer::OutFormat::Parquet,
-                        &index_docs_schema(),
-                    )?);
-                }
-                w.as_mut().expect("created").write(&b)?;
+                let mut w = writer.lock().expect("index lock");
+                w.as_mut()
+                    .context("the index's docs.parquet was written after finish")?
+                    .write(&b)?;
             }
         }
         let kept = filter_record_batch(batch, &BooleanArray::from(keep))?;
@@ -273,17 +276,9 @@ impl Decided {
     /// Closes the rejects part and the index's id file (written, empty, when no document stays); call
     /// once the output was streamed.
     pub fn finish(&self) -> Result<Option<PartInfo>> {
-        let mut w = self.index_docs.lock().expect("index lock");
-        if let Some(path) = &self.index_docs_path
-            && w.is_none()
+        if let Some(writer) = &self.index_docs
+            && let Some(w) = writer.lock().expect("index lock").take()
         {
-            *w = Some(PartWriter::create(
-                path,
-                crate::io::writer::OutFormat::Parquet,
-                &index_docs_schema(),
-            )?);
-        }
-        if let Some(w) = w.take() {
             w.finish()?;
         }
         self.rejects.finish()

@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -216,7 +216,9 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// Checks the chunk's pairs and merges those at or above `threshold` in `uf`; how many.
+    /// Checks the chunk's pairs and merges those at or above `threshold` in `uf`; how many. Two
+    /// passes over the input: the representatives' shingle sets, then each member against its
+    /// representatives.
     fn verify(
         &self,
         units: &[Unit],
@@ -226,74 +228,63 @@ impl Chunk {
         done: &AtomicU64,
         uf: &mut UnionFind,
     ) -> Result<u64> {
-        let found =
-            tokio::task::block_in_place(|| self.check(units, hasher, threshold, threads, done))?;
-        for &(a, b) in &found {
-            uf.union(a, b);
-        }
-        Ok(found.len() as u64)
-    }
-
-    /// Two passes over the input: the representatives' shingle sets, then each member against its
-    /// representatives.
-    fn check(
-        &self,
-        units: &[Unit],
-        hasher: &MinHasher,
-        threshold: f64,
-        threads: usize,
-        done: &AtomicU64,
-    ) -> Result<Vec<(u32, u32)>> {
         // Sorted vectors looked up by binary search: 8 bytes a pair, where maps of vectors would take
         // several times that.
         let mut reps: Vec<u32> = self.pairs.iter().map(|p| p.0).collect();
         reps.dedup(); // the pairs are sorted by representative
         let mut by_member: Vec<(u32, u32)> = self.pairs.iter().map(|&(a, b)| (b, a)).collect();
         by_member.sort_unstable();
-        let columns = ["text"];
-        // Pass A: the representatives' sets.
-        let sets: Mutex<HashMap<u32, Vec<u64>>> = Mutex::new(HashMap::with_capacity(reps.len()));
-        for_each_unit(units, threads, |_, unit| {
-            let mut doc = unit.first_doc as u32;
-            for batch in read_unit(unit, Some(&columns))? {
-                let batch = batch?;
-                done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                for text in string_iter(batch.column(0))? {
+        let found = tokio::task::block_in_place(|| -> Result<Vec<(u32, u32)>> {
+            // Pass A: the representatives' sets.
+            let sets: HashMap<u32, Vec<u64>> =
+                each_text(units, threads, done, |doc, text, out| {
                     if reps.binary_search(&doc).is_ok() {
-                        let set = shingle_set(hasher, text.unwrap_or(""));
-                        sets.lock().expect("sets lock").insert(doc, set);
+                        out.push((doc, shingle_set(hasher, text)));
                     }
-                    doc += 1;
-                }
-            }
-            Ok(())
-        })?;
-        let sets = sets.into_inner().expect("sets lock");
-        // Pass B: each member against its representatives.
-        let found = for_each_unit(units, threads, |_, unit| {
-            let mut out = Vec::new();
-            let mut doc = unit.first_doc as u32;
-            for batch in read_unit(unit, Some(&columns))? {
-                let batch = batch?;
-                done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                for text in string_iter(batch.column(0))? {
-                    let first = by_member.partition_point(|p| p.0 < doc);
-                    let reps = by_member[first..].iter().take_while(|p| p.0 == doc);
-                    let mut set: Option<Vec<u64>> = None;
-                    for &(_, r) in reps {
-                        let set =
-                            set.get_or_insert_with(|| shingle_set(hasher, text.unwrap_or("")));
-                        if sorted_set_jaccard(&sets[&r], set) >= threshold {
-                            out.push((r.min(doc), r.max(doc)));
-                        }
+                })?
+                .into_iter()
+                .collect();
+            // Pass B: each member against its representatives.
+            each_text(units, threads, done, |doc, text, out| {
+                let first = by_member.partition_point(|p| p.0 < doc);
+                let mut set: Option<Vec<u64>> = None;
+                for &(_, r) in by_member[first..].iter().take_while(|p| p.0 == doc) {
+                    let set = set.get_or_insert_with(|| shingle_set(hasher, text));
+                    if sorted_set_jaccard(&sets[&r], set) >= threshold {
+                        out.push((r.min(doc), r.max(doc)));
                     }
-                    doc += 1;
                 }
-            }
-            Ok(out)
+            })
         })?;
-        Ok(found.into_iter().flatten().collect())
+        for &(a, b) in &found {
+            uf.union(a, b);
+        }
+        Ok(found.len() as u64)
     }
+}
+
+/// Calls `visit(doc, text, out)` for every document of the units (a NULL text as empty), on `threads`
+/// threads, and returns what the calls pushed to `out`.
+fn each_text<T: Send>(
+    units: &[Unit],
+    threads: usize,
+    done: &AtomicU64,
+    visit: impl Fn(u32, &str, &mut Vec<T>) + Sync,
+) -> Result<Vec<T>> {
+    let per_unit = for_each_unit(units, threads, |_, unit| {
+        let mut out = Vec::new();
+        let mut doc = unit.first_doc as u32;
+        for batch in read_unit(unit, Some(&["text"]))? {
+            let batch = batch?;
+            done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            for text in string_iter(batch.column(0))? {
+                visit(doc, text.unwrap_or(""), &mut out);
+                doc += 1;
+            }
+        }
+        Ok(out)
+    })?;
+    Ok(per_unit.into_iter().flatten().collect())
 }
 
 /// The sorted, deduplicated shingle hashes of a text.
@@ -309,20 +300,12 @@ mod tests {
     /// Real documents (the bundled English sample) and, for each of the first 12, two copies with a
     /// paragraph or a sentence cut out: pairs above and below any threshold.
     fn docs_with_variants() -> Vec<String> {
-        let file = std::fs::File::open(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/en/sample-en-000.parquet"),
+        let texts: Vec<String> = openseek_testkit::docs::parquet_docs(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/en"),
         )
-        .unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        let mut texts: Vec<String> = Vec::new();
-        for b in reader {
-            let b = b.unwrap();
-            let col = b.column_by_name("text").unwrap();
-            texts.extend(string_iter(col).unwrap().flatten().map(String::from));
-        }
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
         let mut docs: Vec<String> = texts.iter().take(40).cloned().collect();
         for t in texts.iter().take(12) {
             let cut = t.len() / 3;

@@ -399,30 +399,12 @@ mod tests {
     /// The documents of the bundled sample, English and Chinese.
     fn sample_texts() -> Vec<String> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-        let file = std::fs::File::open(dir.join("en/sample-en-000.parquet")).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        let mut texts = Vec::new();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let column = batch.column_by_name("text").unwrap();
-            texts.extend(
-                openseek_udfs::string_iter(column)
-                    .unwrap()
-                    .flatten()
-                    .map(String::from),
-            );
-        }
-        let zh = std::fs::File::open(dir.join("zh/sample-zh-000.jsonl.gz")).unwrap();
-        for line in
-            std::io::BufRead::lines(std::io::BufReader::new(flate2::read::GzDecoder::new(zh)))
-        {
-            let row: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            texts.push(row["text"].as_str().unwrap().to_string());
-        }
-        texts
+        let en = openseek_testkit::docs::parquet_docs(&dir.join("en"));
+        let zh = openseek_testkit::docs::jsonl_gz_docs(&dir.join("zh"));
+        en.into_iter()
+            .map(|(_, t)| t)
+            .chain(zh.into_iter().map(|(_, t, _)| t))
+            .collect()
     }
 
     /// `tokenizer`'s regexes run on `regex-automata`, and pre-tokenize and encode exactly as
